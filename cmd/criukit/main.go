@@ -1,0 +1,33 @@
+// Command criukit is a toolkit for CRIU users and developers: a crit-compatible image
+// inspector and codec, anonymizer, bug reporter, TCP C/R lab, COW dedup and image surgery.
+// This package is only the command line; every capability lives in its own package.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+var root = &cobra.Command{
+	Use:   "criukit",
+	Short: "Toolkit for CRIU checkpoint images: inspect, edit, anonymize, test",
+	Long: `criukit works on top of stock CRIU (>= 4.2). It reads and writes every CRIU image file
+byte-exactly, and its decode/encode/show/info/x commands are drop-in replacements for CRIU's crit.
+
+Every subcommand has --help with examples. Output meant for scripts is available as JSON.`,
+	SilenceUsage:  true,
+	SilenceErrors: true,
+	Version:       version,
+}
+
+func main() {
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "criukit:", err)
+		os.Exit(1)
+	}
+}
