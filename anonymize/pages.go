@@ -1,0 +1,470 @@
+package anonymize
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/criukit/criukit/anonymize/dict"
+	"github.com/criukit/criukit/anonymize/pseudo"
+	"github.com/criukit/criukit/image"
+)
+
+const (
+	pageSize  = 4096
+	peParent  = 1 << 0
+	peLazy    = 1 << 1
+	pePresent = 1 << 2
+
+	vmaAreaVDSO = 1 << 3
+	vmaAreaVVAR = 1 << 12
+)
+
+// pmEnt is one pagemap entry: n pages at vaddr, at byte off of the pages file (-1: not in it).
+type pmEnt struct {
+	vaddr, n uint64
+	off      int64
+}
+
+// pagesRole says who owns a pages-N.img file.
+type pagesRole struct {
+	shmem bool
+	pid   int
+	ents  []pmEnt
+	keep  [][2]uint64 // vaddr ranges kept at structure (vdso, vvar)
+}
+
+func pagemapIndex(img *image.Image) (uint32, []pmEnt, error) {
+	if len(img.Entries) == 0 {
+		return 0, nil, fmt.Errorf("%s: no pagemap head", img.Name)
+	}
+	h, ok := img.Entries[0].Msg.(*pagemap.PagemapHead)
+	if !ok {
+		return 0, nil, fmt.Errorf("%s: entry 0 is not pagemap_head", img.Name)
+	}
+	var ents []pmEnt
+	var off int64
+	for _, e := range img.Entries[1:] {
+		pe, ok := e.Msg.(*pagemap.PagemapEntry)
+		if !ok {
+			return 0, nil, fmt.Errorf("%s: entry is not pagemap_entry", img.Name)
+		}
+		n := pe.GetNrPages()
+		if n == 0 {
+			n = uint64(pe.GetCompatNrPages())
+		}
+		present := !pe.GetInParent()
+		if pe.Flags != nil {
+			present = pe.GetFlags()&pePresent != 0
+		}
+		pm := pmEnt{vaddr: pe.GetVaddr(), n: n, off: -1}
+		if present {
+			pm.off = off
+			off += int64(n) * pageSize
+		}
+		ents = append(ents, pm)
+	}
+	return h.GetPagesId(), ents, nil
+}
+
+// roles maps every pages file to its pagemap.
+func (r *run) roles() map[string]*pagesRole {
+	out := map[string]*pagesRole{}
+	for name, img := range r.imgs {
+		if img.Desc.Kind != image.KindPagemap {
+			continue
+		}
+		id, ents, err := pagemapIndex(img)
+		if err != nil {
+			r.note("pagemap %s: %v", name, err)
+			continue
+		}
+		role := &pagesRole{ents: ents, shmem: img.Desc.Name == "SHMEM_PAGEMAP"}
+		if !role.shmem {
+			role.pid, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(name, "pagemap-"), ".img"))
+			if mimg := r.imgs[fmt.Sprintf("mm-%d.img", role.pid)]; mimg != nil && len(mimg.Entries) > 0 {
+				if mme, ok := mimg.Entries[0].Msg.(*mm.MmEntry); ok {
+					for _, v := range mme.GetVmas() {
+						if v.GetStatus()&(vmaAreaVDSO|vmaAreaVVAR) != 0 {
+							role.keep = append(role.keep, [2]uint64{v.GetStart(), v.GetEnd()})
+						}
+					}
+				}
+			}
+		}
+		out[fmt.Sprintf("pages-%d.img", id)] = role
+	}
+	return out
+}
+
+// areaPatch is bytes to write at off of an output pages file.
+type areaPatch struct {
+	pages string
+	off   int64
+	data  []byte
+}
+
+// readVaddr reads [start,end) of a task's memory from its pages file; it returns the bytes
+// and the file offset of each byte run (one per page piece). Missing pages read as zeros and
+// have no offset.
+func readVaddr(f *os.File, ents []pmEnt, start, end uint64) ([]byte, []int64, error) {
+	buf := make([]byte, end-start)
+	offs := make([]int64, end-start)
+	for i := range offs {
+		offs[i] = -1
+	}
+	for _, e := range ents {
+		es, ee := e.vaddr, e.vaddr+e.n*pageSize
+		if e.off < 0 || ee <= start || es >= end {
+			continue
+		}
+		a, b := max(es, start), min(ee, end)
+		off := e.off + int64(a-es)
+		if _, err := f.ReadAt(buf[a-start:b-start], off); err != nil {
+			return nil, nil, err
+		}
+		for i := a; i < b; i++ {
+			offs[i-start] = off + int64(i-a)
+		}
+	}
+	return buf, offs, nil
+}
+
+// envValue and argValue are the same-length replacements of env values and arguments; the
+// dictionary uses the same functions, so memory, images and logs agree.
+func (r *run) envValue(v string) string {
+	if v == "" || isNumeric(v) {
+		r.keepString(v)
+		return v // numbers (SHLVL=1, PIDs, ports) are kept; use --secret for secret numbers
+	}
+	if looksLikePath(v) {
+		parts := strings.Split(v, ":")
+		for i := range parts {
+			parts[i] = r.path(parts[i])
+		}
+		return strings.Join(parts, ":")
+	}
+	return r.m.Token(pseudo.CatEnv, v)
+}
+
+func looksLikePath(v string) bool {
+	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "~/")
+}
+
+func (r *run) argValue(i int, v string) string {
+	switch {
+	case v == "":
+		return v
+	case isNumeric(v):
+		r.keepString(v)
+		return v
+	case i == 0:
+		if looksLikePath(v) && r.lvl >= Identity {
+			return r.path(v)
+		}
+		return v
+	case isSubcommand(v):
+		r.keepString(v)
+		return v
+	case strings.HasPrefix(v, "-"):
+		if k, val, ok := strings.Cut(v, "="); ok {
+			r.keepString(k + "=")
+			return k + "=" + r.argValue(2, val)
+		}
+		r.keepString(v)
+		return v
+	case looksLikePath(v):
+		return r.path(v)
+	}
+	return r.m.Token(pseudo.CatArg, v)
+}
+
+// isSubcommand: plain lowercase words ("run", "files", "dump-all") are kept in argv; anything
+// with digits, capitals or punctuation is tokenized (use --secret for secret plain words).
+func isSubcommand(v string) bool {
+	if len(v) > 12 {
+		return false
+	}
+	for i, c := range v {
+		if !(c >= 'a' && c <= 'z' || i > 0 && c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// rewriteArea rewrites a NUL-separated argv or env block (same length).
+func (r *run) rewriteArea(b []byte, env bool) []byte {
+	out := append([]byte(nil), b...)
+	pos := 0
+	for i, s := range bytes.Split(b, []byte{0}) {
+		str := string(s)
+		var ns string
+		if env {
+			if k, v, ok := strings.Cut(str, "="); ok {
+				ns = k + "=" + r.envValue(v)
+				r.keepString(k + "=")
+			} else {
+				ns = str
+			}
+		} else {
+			ns = r.argValue(i, str)
+		}
+		if ns == str {
+			r.keepString(str)
+		}
+		if len(ns) == len(str) {
+			copy(out[pos:], ns)
+		}
+		pos += len(s) + 1
+	}
+	return out
+}
+
+// planArgvEnv computes the argv/env rewrites of every task from its input pages.
+func (r *run) planArgvEnv() error {
+	roles := r.roles()
+	var names []string
+	for n := range roles {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, pages := range names {
+		role := roles[pages]
+		if role.shmem || r.lvl >= Structure {
+			continue // zeroed or filled as a whole
+		}
+		mimg := r.imgs[fmt.Sprintf("mm-%d.img", role.pid)]
+		if mimg == nil || len(mimg.Entries) == 0 {
+			continue
+		}
+		mme, ok := mimg.Entries[0].Msg.(*mm.MmEntry)
+		if !ok {
+			continue
+		}
+		f, err := os.Open(filepath.Join(r.in, pages))
+		if err != nil {
+			return fmt.Errorf("anonymize: %w", err)
+		}
+		for _, area := range []struct {
+			s, e uint64
+			env  bool
+		}{{mme.GetMmArgStart(), mme.GetMmArgEnd(), false}, {mme.GetMmEnvStart(), mme.GetMmEnvEnd(), true}} {
+			if area.e <= area.s || area.e-area.s > 1<<24 {
+				continue
+			}
+			b, offs, err := readVaddr(f, role.ents, area.s, area.e)
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("anonymize: %s: argv/env of pid %d: %w", pages, role.pid, err)
+			}
+			nb := r.rewriteArea(b, area.env)
+			what := "argv"
+			if area.env {
+				what = "env"
+			}
+			r.count(what+"-areas", 1)
+			for i := 0; i < len(nb); {
+				if offs[i] < 0 {
+					i++
+					continue
+				}
+				j := i + 1
+				for j < len(nb) && offs[j] == offs[j-1]+1 {
+					j++
+				}
+				r.argv = append(r.argv, areaPatch{pages, offs[i], nb[i:j]})
+				i = j
+			}
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// pagesFile writes one pages-N.img: streamed in chunks, memory flat in the file size.
+func (r *run) pagesFile(name string) error {
+	role := r.roles()[name]
+	if role == nil {
+		r.drop(name, "pages file referenced by no pagemap")
+		return nil
+	}
+	src, err := os.Open(filepath.Join(r.in, name))
+	if err != nil {
+		return fmt.Errorf("anonymize: %w", err)
+	}
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	dst, err := os.OpenFile(filepath.Join(r.tmp, name), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("anonymize: %w", err)
+	}
+	defer dst.Close()
+	var tr string
+	switch {
+	case r.lvl >= Structure:
+		// zero (sparse), except vdso/vvar pages of tasks
+		kept := 0
+		for _, e := range role.ents {
+			if e.off < 0 {
+				continue
+			}
+			for p := uint64(0); p < e.n; p++ {
+				va := e.vaddr + p*pageSize
+				in := false
+				for _, k := range role.keep {
+					if va >= k[0] && va < k[1] {
+						in = true
+					}
+				}
+				if !in {
+					continue
+				}
+				off := e.off + int64(p)*pageSize
+				pg := make([]byte, pageSize)
+				if _, err := src.ReadAt(pg, off); err != nil {
+					return fmt.Errorf("anonymize: %s: page at %d: %w", name, off, err)
+				}
+				if _, err := dst.WriteAt(pg, off); err != nil {
+					return err
+				}
+				r.d.Find(pg, len(pg), off, func(h dict.Hit) bool {
+					r.pagesLeaks = append(r.pagesLeaks, fmt.Sprintf("%s offset %d: %s value (%d bytes)", name, h.Offset, h.Entry.Kind, len(h.Entry.From)))
+					return false
+				})
+				kept++
+			}
+		}
+		if err := dst.Truncate(st.Size()); err != nil {
+			return err
+		}
+		r.pagesScanned[name] = st.Size() // holes and the scanned vdso/vvar pages
+		tr = fmt.Sprintf("memory zeroed (sparse) except %d vdso/vvar pages", kept)
+		r.count("pages-zeroed", int(st.Size()/pageSize)-kept)
+	case role.shmem:
+		buf := make([]byte, 1<<20)
+		for {
+			n, err := io.ReadFull(src, buf)
+			fillInPlace(buf[:n])
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		tr = "shared memory (memfd, anon shared, SysV shm) filled"
+		r.count("shmem-bytes", int(st.Size()))
+	case r.lvl >= Identity:
+		// two stages on two goroutines: replace (and apply the argv/env patches), then scan the
+		// final bytes for leftovers while writing them (the leak scan of this file)
+		var patches []areaPatch
+		for _, p := range r.argv {
+			if p.pages == name {
+				patches = append(patches, p)
+			}
+		}
+		r.d.Compile() // shared by the two goroutines below
+		pr, pw := io.Pipe()
+		var n int
+		go func() {
+			var err error
+			n, err = r.replaceStream(src, pw, patches)
+			pw.CloseWithError(err)
+		}()
+		var hits []string
+		bw := bufio.NewWriterSize(dst, 1<<20)
+		_, err := r.d.Stream(pr, bw, false, func(h dict.Hit) bool {
+			hits = append(hits, fmt.Sprintf("%s offset %d: %s value (%d bytes)", name, h.Offset, h.Entry.Kind, len(h.Entry.From)))
+			return len(hits) < 5
+		})
+		pr.Close()
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err != nil {
+			return fmt.Errorf("anonymize: %s: %w", name, err)
+		}
+		r.pagesLeaks = append(r.pagesLeaks, hits...)
+		r.pagesScanned[name] = st.Size()
+		tr = fmt.Sprintf("dictionary values replaced in memory (%d)", n)
+		if len(patches) > 0 {
+			tr += "; argv/env values rewritten in place"
+		}
+		r.count("memory-replacements", n)
+		r.report(name, "pages", tr)
+		return nil
+	default:
+		if _, err := io.Copy(dst, src); err != nil {
+			return err
+		}
+		tr = "memory kept"
+	}
+	np := 0
+	for _, p := range r.argv {
+		if p.pages != name {
+			continue
+		}
+		if _, err := dst.WriteAt(p.data, p.off); err != nil {
+			return err
+		}
+		np++
+	}
+	if np > 0 {
+		tr += "; argv/env values rewritten in place"
+	}
+	r.report(name, "pages", tr)
+	return nil
+}
+
+// replaceStream copies src to w replacing dictionary values and applying the argv/env patches
+// (file offsets) to the final bytes; memory use is one chunk plus the longest value.
+func (r *run) replaceStream(src io.Reader, w io.Writer, patches []areaPatch) (int, error) {
+	tail := max(r.d.MaxLen()-1, 0)
+	buf := make([]byte, dict.ChunkSize+tail)
+	n, base, total := 0, int64(0), 0
+	for {
+		m, rerr := io.ReadFull(src, buf[n:])
+		n += m
+		eof := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+		if rerr != nil && !eof {
+			return total, rerr
+		}
+		limit := max(n-tail, 0)
+		if eof {
+			limit = n
+		}
+		total += r.d.ReplaceBytes(buf[:n], limit)
+		r.progressBytes("memory pages", int64(limit))
+		// patches overlapping the final region [base, base+limit)
+		for _, p := range patches {
+			a, b := max(p.off, base), min(p.off+int64(len(p.data)), base+int64(limit))
+			if a < b {
+				copy(buf[a-base:b-base], p.data[a-p.off:b-p.off])
+			}
+		}
+		if _, err := w.Write(buf[:limit]); err != nil {
+			return total, err
+		}
+		if eof {
+			return total, nil
+		}
+		copy(buf, buf[limit:n])
+		base += int64(limit)
+		n -= limit
+	}
+}

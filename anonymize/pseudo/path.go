@@ -1,0 +1,149 @@
+package pseudo
+
+import (
+	"regexp"
+	"strings"
+)
+
+// systemTrees are path prefixes kept whole: distro binaries and libraries, kernel file systems.
+var systemTrees = []string{"/usr/", "/lib/", "/lib64/", "/lib32/", "/libx32/", "/bin/", "/sbin/", "/proc/", "/sys/", "/etc/ld.so", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/hosts", "/etc/resolv.conf", "/etc/ssl/", "/etc/ca-certificates", "/etc/alternatives/", "/dev/"}
+
+// systemComponents are path components kept wherever they appear (in normal mode).
+var systemComponents = map[string]bool{}
+
+func init() {
+	for _, c := range strings.Fields(`usr lib lib64 lib32 libx32 bin sbin etc var run tmp opt home root mnt media srv boot dev
+		proc sys local share include src log cache spool lock lib mail pts shm mqueue hugepages net netns cgroup fs
+		self fd fdinfo task ns ttyS null zero full random urandom tty ptmx console kvm fuse tun selinux systemd
+		x86_64-linux-gnu aarch64-linux-gnu i386-linux-gnu python3 locale zoneinfo dbus-1 user data pid criu
+		containers overlay overlay2 diff merged upper lower work rootfs docker podman crio kubelet pods volumes
+		go-build checkpoint images`) {
+		systemComponents[c] = true
+	}
+}
+
+// PathOptions tune path mapping.
+type PathOptions struct {
+	// All maps every component except "/", proc, sys and dev (the paranoid level).
+	All bool
+}
+
+var ghostSuffix = regexp.MustCompile(`\.cr\.[0-9]+\.ghost$`)
+var linkRemap = regexp.MustCompile(`^link_remap\.[0-9]+$`)
+var extRe = regexp.MustCompile(`^(\.[A-Za-z0-9_+-]{1,10})+$`)
+
+// IsSystemPath reports whether p is kept whole (distro files, kernel file systems, devices).
+func IsSystemPath(p string) bool {
+	p = strings.TrimSuffix(p, " (deleted)")
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + strings.TrimPrefix(p, "./")
+	}
+	if strings.HasPrefix(p, "/dev/shm/") || strings.HasPrefix(p, "/dev/mqueue/") || strings.HasPrefix(p, "/dev/hugepages/") {
+		return false
+	}
+	for _, s := range systemTrees {
+		if strings.HasPrefix(p, s) || p+"/" == s || p == strings.TrimSuffix(s, "/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Path maps a path component by component, keeping "/", ".", "..", depth, shared prefixes,
+// extensions and CRIU's suffixes (" (deleted)", ".cr.N.ghost", "link_remap.N"). Absolute,
+// relative and "./" spellings of one path map consistently. Tokens keep each component's
+// length, so the result has the byte length of p.
+func (m *Mapper) Path(p string, o PathOptions) string {
+	if p == "" || m.Kept(p) {
+		return p
+	}
+	deleted := ""
+	if strings.HasSuffix(p, " (deleted)") {
+		deleted, p = " (deleted)", strings.TrimSuffix(p, " (deleted)")
+	}
+	if !o.All && IsSystemPath(p) {
+		return p + deleted
+	}
+	parts := strings.Split(p, "/")
+	for i, c := range parts {
+		parts[i] = m.Component(c, o)
+	}
+	return strings.Join(parts, "/") + deleted
+}
+
+// Component maps one path component (see Path).
+func (m *Mapper) Component(c string, o PathOptions) string {
+	if c == "" || c == "." || c == ".." || m.Kept(c) {
+		return c
+	}
+	if o.All {
+		if c == "proc" || c == "sys" || c == "dev" {
+			return c
+		}
+	} else if systemComponents[c] {
+		return c
+	}
+	if isNumeric(c) {
+		return c
+	}
+	if linkRemap.MatchString(c) {
+		return c
+	}
+	if loc := ghostSuffix.FindStringIndex(c); loc != nil && loc[0] > 0 {
+		return m.Component(c[:loc[0]], o) + c[loc[0]:]
+	}
+	if strings.HasPrefix(c, "memfd:") {
+		return "memfd:" + m.Token(CatName, c[len("memfd:"):])
+	}
+	// keep a leading dot (hidden files) and the extension
+	lead := ""
+	if strings.HasPrefix(c, ".") {
+		lead, c = ".", c[1:]
+		if !o.All && systemComponents[c] {
+			return lead + c
+		}
+	}
+	stem, ext := c, ""
+	if i := strings.IndexByte(c, '.'); i > 0 && extRe.MatchString(c[i:]) {
+		stem, ext = c[:i], c[i:]
+		if !o.All && systemComponents[stem] {
+			return lead + c
+		}
+	}
+	return lead + m.Token(CatPath, stem) + ext
+}
+
+// isNumeric: decimal numbers, dotted numbers (versions, IPv4) and 0x hex numbers are kept.
+func isNumeric(s string) bool {
+	if len(s) > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') {
+		for i := 2; i < len(s); i++ {
+			if !strings.ContainsRune("0123456789abcdefABCDEF", rune(s[i])) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return s != "" && s[0] != '.'
+}
+
+// UnixName maps a UNIX socket name as stored by CRIU: a leading NUL means abstract (a name),
+// otherwise a path; a trailing NUL is kept.
+func (m *Mapper) UnixName(b []byte, o PathOptions) []byte {
+	if len(b) == 0 {
+		return b
+	}
+	s := string(b)
+	tail := ""
+	if strings.HasSuffix(s, "\x00") && len(s) > 1 {
+		s, tail = s[:len(s)-1], "\x00"
+	}
+	if s[0] == 0 {
+		return []byte("\x00" + m.Token(CatName, s[1:]) + tail)
+	}
+	return []byte(m.Path(s, o) + tail)
+}

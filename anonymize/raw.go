@@ -1,0 +1,352 @@
+package anonymize
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/criukit/criukit/anonymize/logscrub"
+	"github.com/criukit/criukit/image"
+)
+
+func (r *run) rawFile(name string) error {
+	defer r.progressFile(name)
+	d, _ := image.Classify(name)
+	in := filepath.Join(r.in, name)
+	out := filepath.Join(r.tmp, name)
+	switch d.Raw {
+	case image.RawTarGz:
+		n, err := r.repackTar(in, out)
+		if err != nil {
+			os.Remove(out)
+			r.drop(name, fmt.Sprintf("tarball does not parse (default deny): %v", err))
+			return nil
+		}
+		r.report(name, "tar.gz", fmt.Sprintf("repacked: %d members, contents filled, names/uids mapped at identity", n))
+	case image.RawIPDump:
+		b, err := os.ReadFile(in)
+		if err != nil {
+			return err
+		}
+		if r.lvl >= Identity {
+			n, err := r.rewriteIPDump(b)
+			if err != nil {
+				r.drop(name, fmt.Sprintf("netlink dump does not parse (default deny): %v", err))
+				return nil
+			}
+			r.report(name, "ip-dump", fmt.Sprintf("%d netlink messages: addresses, labels, ifnames mapped", n))
+		} else {
+			r.report(name, "ip-dump", "kept")
+		}
+		return os.WriteFile(out, b, 0o600)
+	case image.RawText:
+		b, err := os.ReadFile(in)
+		if err != nil {
+			return err
+		}
+		if r.lvl >= Identity {
+			b = []byte(r.rewriteRules(string(b)))
+			r.report(name, "text", "addresses, interfaces and comments mapped")
+		} else {
+			r.report(name, "text", "kept")
+		}
+		return os.WriteFile(out, b, 0o600)
+	case image.RawNetlink:
+		if r.lvl >= Identity {
+			r.drop(name, "conntrack dump: rewriting its tuples is not implemented yet (default deny)")
+			return nil
+		}
+		b, err := os.ReadFile(in)
+		if err != nil {
+			return err
+		}
+		r.report(name, "netlink", "kept")
+		return os.WriteFile(out, b, 0o600)
+	default:
+		r.drop(name, "legacy raw image (not written by CRIU 4.x)")
+	}
+	return nil
+}
+
+// repackTar rewrites a gzip'd tar (tmpfs contents): member contents become filler (dropped at
+// paranoid), names and link targets go through the path map and uids/gids through the uid map
+// at identity. Streamed: one member at a time.
+func (r *run) repackTar(in, out string) (int, error) {
+	f, err := os.Open(in)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return 0, err
+	}
+	o, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer o.Close()
+	zw := gzip.NewWriter(o)
+	n, err := r.repackTarStream(zr, zw)
+	if err != nil {
+		return n, err
+	}
+	return n, zw.Close()
+}
+
+// repackTarStream is repackTar on an uncompressed tar stream.
+func (r *run) repackTarStream(in io.Reader, out io.Writer) (int, error) {
+	tw := tar.NewWriter(out)
+	tr := tar.NewReader(in)
+	n := 0
+	buf := make([]byte, 1<<16)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+		nh := &tar.Header{Typeflag: h.Typeflag, Name: h.Name, Linkname: h.Linkname, Size: h.Size, Mode: h.Mode,
+			Uid: h.Uid, Gid: h.Gid, ModTime: h.ModTime, Devmajor: h.Devmajor, Devminor: h.Devminor, Format: tar.FormatPAX}
+		if r.lvl >= Identity {
+			nh.Name = r.m.Path(h.Name, r.po)
+			if h.Linkname != "" {
+				nh.Linkname = r.m.Path(h.Linkname, r.po)
+			}
+			nh.Uid, nh.Gid = int(r.mapUID(uint32(h.Uid))), int(r.mapUID(uint32(h.Gid)))
+		} else {
+			nh.Uname, nh.Gname = h.Uname, h.Gname
+		}
+		if r.lvl >= Paranoid {
+			nh.ModTime = time.Unix(0, 0)
+			if h.Typeflag == tar.TypeReg {
+				nh.Size = 0
+			}
+		}
+		if err := tw.WriteHeader(nh); err != nil {
+			return n, err
+		}
+		if h.Typeflag != tar.TypeReg || nh.Size == 0 {
+			continue
+		}
+		var left = h.Size
+		for left > 0 {
+			k, err := io.ReadFull(tr, buf[:min(int64(len(buf)), left)])
+			if err != nil {
+				return n, err
+			}
+			if left == h.Size {
+				r.sample(buf[:k])
+			}
+			fillInPlace(buf[:k])
+			if _, err := tw.Write(buf[:k]); err != nil {
+				return n, err
+			}
+			left -= int64(k)
+			r.count("tar-bytes", k)
+		}
+	}
+	return n, tw.Close()
+}
+
+// rtnetlink constants used by `ip addr/route/rule save` dumps.
+const (
+	ipaddMagic    = 0x47361222 // ip addr save
+	routeMagic    = 0x45311224 // ip route save
+	ruleMagic     = 0x71706986 // ip rule save
+	rtmNewLink    = 16
+	rtmNewAddr    = 20
+	rtmNewRoute   = 24
+	rtmNewRule    = 32
+	ifaAddress    = 1
+	ifaLocal      = 2
+	ifaLabel      = 3
+	ifaBroadcast  = 4
+	ifaAnycast    = 5
+	ifaMulticast  = 7
+	rtaDst        = 1
+	rtaSrc        = 2
+	rtaGateway    = 5
+	rtaPrefsrc    = 7
+	fraDst        = 1
+	fraSrc        = 2
+	fraIifname    = 3
+	fraOifname    = 17
+	nlmsgHdrLen   = 16
+	ifaddrmsgLen  = 8
+	rtmsgLen      = 12
+	fibRuleHdrLen = 12
+)
+
+var errNetlink = errors.New("bad netlink record")
+
+// walkIPDump calls fn for every attribute of the address, route and rule messages of an
+// iproute2 save dump (val aliases b, so fn may rewrite it in place).
+func walkIPDump(b []byte, fn func(typ, at uint16, val []byte, dstLen, srcLen int)) (int, error) {
+	if len(b) < 4 {
+		return 0, fmt.Errorf("%w: no iproute2 dump magic", errNetlink)
+	}
+	if m := binary.LittleEndian.Uint32(b); m != ipaddMagic && m != routeMagic && m != ruleMagic {
+		return 0, fmt.Errorf("%w: no iproute2 dump magic", errNetlink)
+	}
+	n := 0
+	for off := 4; off < len(b); {
+		if len(b)-off < nlmsgHdrLen {
+			return n, fmt.Errorf("%w: truncated header at offset %d", errNetlink, off)
+		}
+		l := int(binary.LittleEndian.Uint32(b[off:]))
+		typ := binary.LittleEndian.Uint16(b[off+4:])
+		if l < nlmsgHdrLen || off+l > len(b) {
+			return n, fmt.Errorf("%w: length %d at offset %d", errNetlink, l, off)
+		}
+		msg := b[off+nlmsgHdrLen : off+l]
+		hdr, dstLen, srcLen := 0, -1, -1
+		switch typ {
+		case rtmNewAddr:
+			hdr = ifaddrmsgLen
+		case rtmNewRoute:
+			hdr = rtmsgLen
+		case rtmNewRule:
+			hdr = fibRuleHdrLen
+		default:
+			off += align4(l)
+			n++
+			continue
+		}
+		if len(msg) < hdr {
+			return n, fmt.Errorf("%w: short message at offset %d", errNetlink, off)
+		}
+		if typ != rtmNewAddr {
+			dstLen, srcLen = int(msg[1]), int(msg[2])
+		}
+		for a := hdr; a+4 <= len(msg); {
+			al := int(binary.LittleEndian.Uint16(msg[a:]))
+			at := binary.LittleEndian.Uint16(msg[a+2:]) & 0x3fff
+			if al < 4 || a+al > len(msg) {
+				return n, fmt.Errorf("%w: attribute length %d at offset %d", errNetlink, al, off+nlmsgHdrLen+a)
+			}
+			fn(typ, at, msg[a+4:a+al], dstLen, srcLen)
+			a += align4(al)
+		}
+		off += align4(l)
+		n++
+	}
+	return n, nil
+}
+
+// rewriteIPDump maps addresses and names in an iproute2 save dump in place (same length).
+func (r *run) rewriteIPDump(b []byte) (int, error) {
+	return walkIPDump(b, func(typ, at uint16, val []byte, dstLen, srcLen int) {
+		switch {
+		case typ == rtmNewAddr && (at == ifaAddress || at == ifaLocal || at == ifaBroadcast || at == ifaAnycast || at == ifaMulticast):
+			r.rewriteAddr(val, -1)
+		case typ == rtmNewAddr && at == ifaLabel:
+			r.rewriteName(val)
+		case typ == rtmNewRoute && at == rtaDst, typ == rtmNewRule && at == fraDst:
+			r.rewriteAddr(val, dstLen)
+		case typ == rtmNewRoute && at == rtaSrc, typ == rtmNewRule && at == fraSrc:
+			r.rewriteAddr(val, srcLen)
+		case typ == rtmNewRoute && (at == rtaGateway || at == rtaPrefsrc):
+			r.rewriteAddr(val, -1)
+		case typ == rtmNewRule && (at == fraIifname || at == fraOifname):
+			r.rewriteName(val)
+		}
+	})
+}
+
+func align4(n int) int { return (n + 3) &^ 3 }
+
+// rewriteAddr maps an address in place; with a prefix length >= 0 the host bits stay zero-based
+// (a route to 10.1.2.0/24 stays a network address).
+func (r *run) rewriteAddr(val []byte, plen int) {
+	a, ok := netip.AddrFromSlice(val)
+	if !ok {
+		return
+	}
+	m := r.mapIPRaw(a)
+	defer func() {
+		na, _ := netip.AddrFromSlice(val)
+		r.recordIP(a, na)
+	}()
+	if plen >= 0 && plen <= a.BitLen() {
+		if p, err := m.Prefix(plen); err == nil {
+			// keep the original host bits (zero for a network), so the kernel accepts the route
+			orig := a.AsSlice()
+			mb := p.Addr().AsSlice()
+			for i := range mb {
+				bit := i * 8
+				if bit >= plen {
+					mb[i] = orig[i]
+				} else if bit+8 > plen {
+					mask := byte(0xff << (8 - (plen - bit)))
+					mb[i] = mb[i]&mask | orig[i]&^mask
+				}
+			}
+			copy(val, mb)
+			return
+		}
+	}
+	copy(val, m.AsSlice())
+}
+
+func (r *run) rewriteName(val []byte) {
+	s := string(bytes.TrimRight(val, "\x00"))
+	ns := logscrub.IfName(r.m, s)
+	copy(val, ns)
+}
+
+var (
+	ruleIP        = regexp.MustCompile(`\b\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?\b|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*(?:/\d{1,3})?`)
+	ruleCommentRe = regexp.MustCompile(`(--comment\s+|\bcomment\s+)("[^"]*"|[^\s"-]\S*)`)
+	ruleIfFlag    = regexp.MustCompile(`((?:^|\s)(?:-i|-o|--in-interface|--out-interface|iifname|oifname|iif|oif) !?\s*"?)([A-Za-z0-9_.+:@-]+)`)
+)
+
+// rewriteRules maps addresses (prefixes keep host bits), interface names and comments in
+// iptables-save / nft text.
+func (r *run) rewriteRules(s string) string {
+	s = ruleIP.ReplaceAllStringFunc(s, func(x string) string {
+		addr, plen, hasLen := strings.Cut(x, "/")
+		a, err := netip.ParseAddr(addr)
+		if err != nil {
+			return x
+		}
+		if hasLen {
+			var n int
+			fmt.Sscanf(plen, "%d", &n)
+			b := a.AsSlice()
+			r.rewriteAddr(b, n)
+			na, _ := netip.AddrFromSlice(b)
+			return na.String() + "/" + plen
+		}
+		return r.mapIP(a).String()
+	})
+	s = ruleCommentRe.ReplaceAllStringFunc(s, func(x string) string {
+		m := ruleCommentRe.FindStringSubmatch(x)
+		c := m[2]
+		if strings.HasPrefix(c, "-") {
+			return x // "-m comment --comment ..."
+		}
+		if strings.HasPrefix(c, `"`) && len(c) >= 2 {
+			return m[1] + `"` + r.m.Token("text", c[1:len(c)-1]) + `"`
+		}
+		return m[1] + r.m.Token("text", c)
+	})
+	s = ruleIfFlag.ReplaceAllStringFunc(s, func(x string) string {
+		m := ruleIfFlag.FindStringSubmatch(x)
+		return m[1] + logscrub.IfName(r.m, m[2])
+	})
+	return s
+}
