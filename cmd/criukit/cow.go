@@ -1,0 +1,268 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/criukit/criukit/cow"
+	"github.com/criukit/criukit/internal/criurun"
+	"github.com/spf13/cobra"
+)
+
+var cowCmd = &cobra.Command{
+	Use:   "cow",
+	Short: "Store a forked tree's copy-on-write memory once (dedup images that stock criu restores)",
+	Long: `A process that forks shares its memory copy-on-write with its children, but a CRIU dump stores
+every process' pages again (100 MiB x 10 children = 1.1 GiB of pages-*.img). criukit cow rewrites
+an images directory so that each page is stored once: a child's page equal to a page stored by
+another process of the tree becomes a PE_PARENT entry, resolved through a small, self-contained
+parent chain (parent -> cow-1 -> cow-2 ..., relative symlinks to the source pages files). Stock
+criu restore reads this layout; restored memory is byte-identical.
+
+Deduped directories carry the marker file ` + cow.MarkerFile + `. Never restore them with
+--auto-dedup or --stream (use 'criukit restore', which refuses both), and never run 'criu dedup' on
+them: materialize first.`,
+}
+
+var cowDedupCmd = &cobra.Command{
+	Use:   "dedup DIR [OUTDIR]",
+	Short: "Dedup a stock images directory into OUTDIR (or in place with --in-place)",
+	Long: `Matches pages by content: the tree parent's page at the same address first, then a hash of every
+page stored so far (any earlier process: siblings, moved/mremapped pages), always confirmed by a
+byte comparison. Matches that are not in address order in their source go to deeper chain levels
+(at most --max-levels); the rest is stored.
+
+DIR is never modified unless --in-place is given. OUTDIR must not exist: it is built in a temporary
+directory next to it and renamed at the end. With --in-place the rewritten directory is swapped in
+atomically (renameat2 RENAME_EXCHANGE). Incremental dumps (pre-dump parent chains) are refused.`,
+	Example: `  criukit cow dedup /tmp/imgs /tmp/imgs.cow
+  criukit cow dedup --in-place /tmp/imgs
+  criukit cow dedup /tmp/imgs /tmp/imgs.cow --json | jq .pages_bytes_after`,
+	Args: cobra.RangeArgs(1, 2),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		inPlace, _ := cmd.Flags().GetBool("in-place")
+		asJSON, _ := cmd.Flags().GetBool("json")
+		levels, _ := cmd.Flags().GetInt("max-levels")
+		opt := cow.Options{MaxLevels: levels}
+		var res *cow.Result
+		var err error
+		switch {
+		case inPlace && len(args) == 2:
+			return fmt.Errorf("cow dedup: give OUTDIR or --in-place, not both")
+		case inPlace:
+			res, err = cow.DedupInPlace(args[0], opt)
+		case len(args) == 2:
+			res, err = cow.Dedup(args[0], args[1], opt)
+		default:
+			return fmt.Errorf("cow dedup: give OUTDIR (a new directory) or --in-place")
+		}
+		if err != nil {
+			return fmt.Errorf("cow dedup: %w", err)
+		}
+		return printResult(res, asJSON)
+	},
+}
+
+var cowMaterializeCmd = &cobra.Command{
+	Use:   "materialize DIR OUT",
+	Short: "Write a stock (non-deduped) copy of a deduped images directory",
+	Long: `Reads every process' pages through the parent chain and writes them into its own pages file
+again, without the chain and the marker: the result is a plain CRIU images directory for tools
+that cannot follow 'parent' (criu-image-streamer, criu dedup, third-party readers). OUT must not
+exist; DIR is not modified.`,
+	Example: `  criukit cow materialize /tmp/imgs.cow /tmp/imgs.stock`,
+	Args:    cobra.ExactArgs(2),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		if err := cow.Materialize(args[0], args[1]); err != nil {
+			return fmt.Errorf("cow materialize: %w", err)
+		}
+		fmt.Printf("materialized %s into %s\n", args[0], args[1])
+		return nil
+	},
+}
+
+var cowStatsCmd = &cobra.Command{
+	Use:   "stats DIR",
+	Short: "Per process: pages, stored, deduped, shared with whom, moved, chain levels",
+	Long: `Walks the parent chain of every process like criu restore would and reports where each deduped
+page is read from. --svg draws one bar per process: grey = its own pages file, colors = pages read
+from the process of that color.`,
+	Example: `  criukit cow stats /tmp/imgs.cow
+  criukit cow stats /tmp/imgs.cow --json
+  criukit cow stats /tmp/imgs.cow --svg share.svg`,
+	Args: cobra.ExactArgs(1),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		asJSON, _ := cmd.Flags().GetBool("json")
+		svg, _ := cmd.Flags().GetString("svg")
+		res, err := cow.Stats(args[0])
+		if err != nil {
+			return fmt.Errorf("cow stats: %w", err)
+		}
+		if svg != "" {
+			f, err := os.Create(svg)
+			if err != nil {
+				return err
+			}
+			if err := cow.WriteSVG(f, res); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+		}
+		return printResult(res, asJSON)
+	},
+}
+
+var cowDumpCmd = &cobra.Command{
+	Use:   "dump [criu dump options] -t PID -D DIR",
+	Short: "criu dump that stores the tree's copy-on-write memory once (deduped layout)",
+	Long: `Runs criu dump (every option passes through; --network-lock nftables unless given) and writes
+the images directly in the deduped layout:
+
+  --via page-server (default)  criu sends the pages over a socketpair to a page server inside
+                               criukit (criu --page-server --ps-socket 3); each page is hashed
+                               as it arrives and stored only if no earlier process of the tree
+                               stored the same bytes, so the duplicates are never written. If that fails, criu dump fails and the
+                               tree is resumed (not killed).
+  --via post-dump              stock dump, then at CRIU's post-dump point (tree still frozen) a
+                               snapshot of the tree's page frames from /proc/PID/pagemap, then an
+                               in-place rewrite matching shared frames (and equal content). If the
+                               rewrite fails, the stock images stay (exit status 3).
+
+criukit's own options: --via, --json. Pre-dump chains, lazy pages and --stream are not supported.
+'criukit dump --cow' (the ghost-limit dump command) may call the same code (package cow).`,
+	Example: `  criukit cow dump -t 1234 -D /tmp/imgs
+  criukit cow dump --via post-dump -t 1234 -D /tmp/imgs --leave-running
+  criukit restore -D /tmp/imgs -d`,
+	DisableFlagParsing: true,
+	RunE:               runCowDump,
+}
+
+func runCowDump(cmd *cobra.Command, args []string) error {
+	via, asJSON := "page-server", false
+	pid, dir := 0, ""
+	var pass []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		next := func() (string, error) {
+			if i+1 >= len(args) {
+				return "", fmt.Errorf("cow dump: %s needs a value", a)
+			}
+			i++
+			return args[i], nil
+		}
+		var v string
+		var err error
+		switch {
+		case a == "-h" || a == "--help":
+			return cmd.Help()
+		case a == "--json":
+			asJSON = true
+		case a == "--via":
+			if via, err = next(); err != nil {
+				return err
+			}
+		case strings.HasPrefix(a, "--via="):
+			via = strings.TrimPrefix(a, "--via=")
+		case a == "-t" || a == "--tree":
+			if v, err = next(); err != nil {
+				return err
+			}
+			if pid, err = strconv.Atoi(v); err != nil {
+				return fmt.Errorf("cow dump: bad pid %q", v)
+			}
+		case strings.HasPrefix(a, "--tree="):
+			if pid, err = strconv.Atoi(strings.TrimPrefix(a, "--tree=")); err != nil {
+				return fmt.Errorf("cow dump: bad %s", a)
+			}
+		case a == "-D" || a == "--images-dir":
+			if dir, err = next(); err != nil {
+				return err
+			}
+		case strings.HasPrefix(a, "--images-dir="):
+			dir = strings.TrimPrefix(a, "--images-dir=")
+		default:
+			pass = append(pass, a)
+		}
+	}
+	if pid <= 0 || dir == "" {
+		return fmt.Errorf("cow dump: need -t PID and -D DIR (see --help)")
+	}
+	if via != "page-server" && via != "post-dump" {
+		return fmt.Errorf("cow dump: --via %q: want page-server or post-dump", via)
+	}
+	criu, _, err := criurun.Find()
+	if err != nil {
+		return fmt.Errorf("cow dump: %w", err)
+	}
+	o := criurun.Opts{Criu: criu, ImagesDir: dir, Args: pass}
+	var res *cow.DumpResult
+	switch via {
+	case "page-server":
+		res, err = cow.DumpDedupPageServer(cmd.Context(), pid, o, cow.Options{})
+	case "post-dump":
+		res, err = cow.DumpDedup(cmd.Context(), pid, o, cow.Options{})
+	default:
+		return fmt.Errorf("cow dump: --via %q: want page-server or post-dump", via)
+	}
+	if errors.Is(err, cow.ErrLeftStock) {
+		fmt.Fprintln(os.Stderr, "criukit: cow dump:", err)
+		os.Exit(3)
+	}
+	if err != nil {
+		return fmt.Errorf("cow dump: %w", err)
+	}
+	if asJSON {
+		e := json.NewEncoder(os.Stdout)
+		e.SetIndent("", "  ")
+		return e.Encode(res)
+	}
+	fmt.Printf("dumped pid %d via %s in %.2fs (+%.2fs dedup)\n", pid, via, res.DumpSeconds, res.DedupSeconds)
+	return printResult(res.Result, false)
+}
+
+func printResult(res *cow.Result, asJSON bool) error {
+	if asJSON {
+		e := json.NewEncoder(os.Stdout)
+		e.SetIndent("", "  ")
+		return e.Encode(res)
+	}
+	if res.PagesBefore > 0 {
+		fmt.Printf("%s: pages %s -> %s (%.2fx), %d chain levels\n", res.Dir, cow.Human(res.PagesBefore), cow.Human(res.PagesAfter),
+			float64(res.PagesBefore)/float64(max(res.PagesAfter, 1)), res.Levels)
+	} else {
+		fmt.Printf("%s: pages %s, %d chain levels\n", res.Dir, cow.Human(res.PagesAfter), res.Levels)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "PID\tPPID\tPAGES\tSTORED\tDEDUPED\tMOVED\tLEVELS\tSOURCES (pid:pages)\t")
+	for _, p := range res.Procs {
+		src := ""
+		for _, pid := range slices.Sorted(maps.Keys(p.Sources)) {
+			src += fmt.Sprintf("%d:%d ", pid, p.Sources[pid])
+		}
+		if src == "" {
+			src = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", p.Pid, p.Ppid, p.Pages, p.Stored, p.Deduped, p.Moved, p.Levels, src)
+	}
+	return tw.Flush()
+}
+
+func init() {
+	cowDedupCmd.Flags().Bool("in-place", false, "rewrite DIR itself (atomic swap at the end)")
+	cowDedupCmd.Flags().Bool("json", false, "print the result as JSON")
+	cowDedupCmd.Flags().Int("max-levels", cow.MaxLevels, "deepest parent chain level")
+	cowStatsCmd.Flags().Bool("json", false, "print the result as JSON")
+	cowStatsCmd.Flags().String("svg", "", "also draw who shares what into this SVG file")
+	cowCmd.AddCommand(cowDumpCmd, cowDedupCmd, cowMaterializeCmd, cowStatsCmd)
+	root.AddCommand(cowCmd)
+}

@@ -1,0 +1,134 @@
+package cow
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestImagesDirArg(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "."},
+		{[]string{"-D", "/a"}, "/a"},
+		{[]string{"-D/b", "-d"}, "/b"},
+		{[]string{"--images-dir", "/c", "--auto-dedup"}, "/c"},
+		{[]string{"--images-dir=/d"}, "/d"},
+		{[]string{"-v4", "--", "-D", "/e"}, "."},
+		{[]string{"-D"}, "."},
+	} {
+		if got := ImagesDirArg(tc.args); got != tc.want {
+			t.Errorf("ImagesDirArg(%q) = %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestCheckRestoreArgs(t *testing.T) {
+	deduped, stock, chain := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(deduped, MarkerFile), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("cow-1", filepath.Join(chain, "parent")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args    []string
+		refused bool
+	}{
+		{[]string{"-D", deduped, "-d"}, false},
+		{[]string{"-D", deduped, "--auto-dedup"}, true},
+		{[]string{"--images-dir=" + deduped, "--stream"}, true},
+		{[]string{"-D" + deduped, "--stream=true"}, true},
+		{[]string{"-D", stock, "--auto-dedup", "--stream"}, false},
+		{[]string{"-D", chain, "--auto-dedup"}, true},
+		{[]string{"-D", deduped, "--", "--auto-dedup"}, false},
+	} {
+		err := CheckRestoreArgs(tc.args)
+		if got := errors.Is(err, ErrUnsafeOpt); got != tc.refused {
+			t.Errorf("CheckRestoreArgs(%q) = %v, refused want %v", tc.args, err, tc.refused)
+		}
+	}
+}
+
+// psMsg builds one page-server header.
+func psMsg(cmd uint32, nr, va, dst uint64) []byte {
+	b := make([]byte, psHeaderSize)
+	binary.NativeEndian.PutUint32(b[0:], cmd)
+	binary.NativeEndian.PutUint64(b[8:], nr)
+	binary.NativeEndian.PutUint64(b[16:], va)
+	binary.NativeEndian.PutUint64(b[24:], dst)
+	return b
+}
+
+type rw struct {
+	r *bytes.Reader
+	w bytes.Buffer
+}
+
+func (x *rw) Read(p []byte) (int, error)  { return x.r.Read(p) }
+func (x *rw) Write(p []byte) (int, error) { return x.w.Write(p) }
+
+// pageStream is a minimal criu session: two processes, the second sharing the first's 2 pages
+// (one moved), then close.
+func pageStream() []byte {
+	page := func(v byte) []byte { return bytes.Repeat([]byte{v}, 4096) }
+	var s []byte
+	s = append(s, psMsg(psIovOpen2, 0, 0, 10<<8|psTypePid)...)
+	s = append(s, psMsg(psIovAddF|6<<16, 2, 0x10000, 10<<8|psTypePid)...)
+	s = append(s, page(1)...)
+	s = append(s, page(2)...)
+	s = append(s, psMsg(psIovOpen2, 0, 0, 11<<8|psTypePid)...)
+	s = append(s, psMsg(psIovAddF|4<<16, 3, 0x8000, 11<<8|psTypePid)...)
+	s = append(s, page(2)...)
+	s = append(s, page(7)...)
+	s = append(s, page(1)...)
+	s = append(s, psMsg(psIovClose, 0, 0, 0)...)
+	return s
+}
+
+func TestPageServerStream(t *testing.T) {
+	dir := t.TempDir()
+	s := &PageServer{dir: dir, d: newDeduper(dir, Options{}), ppids: map[int]int{11: 10}}
+	c := &rw{r: bytes.NewReader(pageStream())}
+	if err := s.Serve(c); err != nil {
+		t.Fatal(err)
+	}
+	s.recvd = 5 * 4096
+	res, err := s.d.finish(s.recvd)
+	s.d.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []byte{0, 0, 0, 0, 0, 0}; !bytes.Equal(c.w.Bytes(), want) { // 2 x has_parent, close status
+		t.Errorf("replies %v, want %v", c.w.Bytes(), want)
+	}
+	if res.PagesAfter != 3*4096 || res.Levels != 2 || res.Procs[1].Deduped != 2 || res.Procs[1].Moved != 2 {
+		t.Errorf("result %+v (proc 11: %+v), want 3 pages stored, 2 levels, 2 deduped+moved", res, res.Procs[1])
+	}
+}
+
+func FuzzImagesDirArg(f *testing.F) {
+	f.Add("-D\x00/x\x00--auto-dedup")
+	f.Add("--images-dir=/y")
+	f.Fuzz(func(t *testing.T, s string) {
+		_ = ImagesDirArg(strings.Split(s, "\x00"))
+	})
+}
+
+func FuzzPageServer(f *testing.F) {
+	f.Add(pageStream())
+	f.Add(psMsg(psIovClose, 0, 0, 0))
+	f.Add(psMsg(psIovOpen2, 0, 0, 3<<8|psTypeShmem))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		s := &PageServer{dir: dir, d: newDeduper(dir, Options{})}
+		_ = s.Serve(&rw{r: bytes.NewReader(b)})
+		s.d.close()
+	})
+}
