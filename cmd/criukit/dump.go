@@ -38,10 +38,16 @@ criukit's own options (everything else goes to criu):
   --no-preflight             skip the prediction (criu decides; the audit still runs)
   --json                     print the prediction/audit as JSON
 
+  --cow                      store a forked tree's copy-on-write pages once (same as
+                             'criukit cow dump'; see its --help for --via page-server|post-dump).
+                             CRIUKIT_GHOST_LIMIT is passed on as --ghost-limit; the copy budget is
+                             not enforced on this path.
+
 Without --network-lock, criukit passes --network-lock nftables (no iptables needed).`,
 	Example: `  criukit dump -t 1234 -D /tmp/imgs --ghost-limit 8M
   CRIUKIT_GHOST_LIMIT=8M CRIUKIT_COPY_BUDGET=64M criukit dump -t 1234 -D /tmp/imgs --leave-running
-  CRIUKIT_GHOST_LIMIT=8M criukit dump --ghost-limit-via config -t 1234 -D /tmp/imgs --tcp-established`,
+  CRIUKIT_GHOST_LIMIT=8M criukit dump --ghost-limit-via config -t 1234 -D /tmp/imgs --tcp-established
+  criukit dump --cow -t 1234 -D /tmp/imgs            # COW dedup while dumping (page server)`,
 	DisableFlagParsing: true,
 	RunE:               runDump,
 }
@@ -50,6 +56,13 @@ func runDump(cmd *cobra.Command, args []string) error {
 	gl, budget, err := ghosts.LimitsFromEnv(os.Getenv)
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
+	}
+	if rest, ok := cutFlag(args, "--cow"); ok {
+		if gl > 0 && !hasFlag(rest, "--ghost-limit") {
+			rest = append(rest, "--ghost-limit", strconv.FormatInt(gl, 10))
+		}
+		cowDumpCmd.SetContext(cmd.Context())
+		return runCowDump(cowDumpCmd, rest)
 	}
 	c := ghosts.DumpConfig{GhostLimit: gl, CopyBudget: budget, Via: ghosts.ViaFlag}
 	asJSON := false
@@ -159,6 +172,29 @@ func runDump(cmd *cobra.Command, args []string) error {
 		}
 	}
 	return nil
+}
+
+// cutFlag returns args without every occurrence of the boolean flag name, and whether it was there.
+func cutFlag(args []string, name string) ([]string, bool) {
+	out, found := make([]string, 0, len(args)), false
+	for _, a := range args {
+		if a == name {
+			found = true
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, found
+}
+
+// hasFlag reports whether args hold name as "--name" or "--name=value".
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 func init() { root.AddCommand(dumpCmd) }
