@@ -1,0 +1,545 @@
+package explore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
+	sk_unix "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-unix"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
+	"github.com/criukit/criukit/image"
+	"google.golang.org/protobuf/proto"
+)
+
+// ErrUnknownExplorer is returned by Write for a name other than ps, fds, mems, rss, sk.
+var ErrUnknownExplorer = errors.New("unknown explorer (want ps, fds, mems, rss or sk)")
+
+// Names lists the explorers in crit's order (sk is criukit's addition).
+var Names = []string{"ps", "fds", "mems", "rss", "sk"}
+
+// Dir is an images directory being explored; images are read once and cached.
+type Dir struct {
+	Path   string
+	cache  map[string][]proto.Message
+	files  map[uint32]*fdinfo.FileEntry // files.img by id (nil: not loaded)
+	legacy map[string]map[uint32]proto.Message
+}
+
+// Open checks that dir holds a dump (pstree.img) and returns it.
+func Open(dir string) (*Dir, error) {
+	if _, err := os.Stat(filepath.Join(dir, "pstree.img")); err != nil {
+		return nil, fmt.Errorf("%s is not a CRIU images directory (no pstree.img): %w", dir, err)
+	}
+	return &Dir{Path: dir, cache: map[string][]proto.Message{}, legacy: map[string]map[uint32]proto.Message{}}, nil
+}
+
+func (d *Dir) load(name string) ([]proto.Message, error) {
+	if m, ok := d.cache[name]; ok {
+		return m, nil
+	}
+	img, err := image.ReadFile(filepath.Join(d.Path, name))
+	if err != nil {
+		return nil, err
+	}
+	var out []proto.Message
+	for _, e := range img.Entries {
+		out = append(out, e.Msg)
+	}
+	d.cache[name] = out
+	return out, nil
+}
+
+func first[T proto.Message](d *Dir, name string) (T, error) {
+	var zero T
+	ms, err := d.load(name)
+	if err != nil {
+		return zero, err
+	}
+	if len(ms) == 0 {
+		return zero, fmt.Errorf("%s: no entries", name)
+	}
+	t, ok := ms[0].(T)
+	if !ok {
+		return zero, fmt.Errorf("%s: unexpected message %T", name, ms[0])
+	}
+	return t, nil
+}
+
+func (d *Dir) pstree() ([]*pstree.PstreeEntry, error) {
+	ms, err := d.load("pstree.img")
+	if err != nil {
+		return nil, err
+	}
+	var out []*pstree.PstreeEntry
+	for _, m := range ms {
+		if p, ok := m.(*pstree.PstreeEntry); ok {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Proc is one task of the process tree.
+type Proc struct {
+	Pid      uint32   `json:"pid"`
+	Ppid     uint32   `json:"ppid"`
+	Pgid     uint32   `json:"pgid"`
+	Sid      uint32   `json:"sid"`
+	Comm     string   `json:"comm"`
+	State    string   `json:"state,omitempty"`
+	Threads  []uint32 `json:"threads,omitempty"`
+	Children []*Proc  `json:"children,omitempty"`
+}
+
+// Ps returns the process tree (roots: tasks whose parent is not in the dump).
+func (d *Dir) Ps() ([]*Proc, error) {
+	pst, err := d.pstree()
+	if err != nil {
+		return nil, err
+	}
+	byPid := map[uint32]*Proc{}
+	var order []*Proc
+	for _, p := range pst {
+		pr := &Proc{Pid: p.GetPid(), Ppid: p.GetPpid(), Pgid: p.GetPgid(), Sid: p.GetSid(), Threads: p.GetThreads()}
+		core, err := first[*criu_core.CoreEntry](d, fmt.Sprintf("core-%d.img", p.GetPid()))
+		if err != nil {
+			return nil, err
+		}
+		pr.Comm = core.GetTc().GetComm()
+		switch core.GetTc().GetTaskState() {
+		case 1:
+			pr.State = "Alive"
+		case 3:
+			pr.State = "Zombie"
+		case 6:
+			pr.State = "Stopped"
+		}
+		byPid[pr.Pid] = pr
+		order = append(order, pr)
+	}
+	var roots []*Proc
+	for _, p := range order {
+		if pp, ok := byPid[p.Ppid]; ok && p.Ppid != 0 && pp != p {
+			pp.Children = append(pp.Children, p)
+		} else {
+			roots = append(roots, p)
+		}
+	}
+	return roots, nil
+}
+
+// WritePs prints the tree like `crit x DIR ps`.
+func WritePs(w io.Writer, roots []*Proc) {
+	fmt.Fprintf(w, "%7s%7s%7s   %s\n", "PID", "PGID", "SID", "COMM")
+	var walk func(p *Proc, depth int)
+	walk = func(p *Proc, depth int) {
+		fmt.Fprintf(w, "%7d%7d%7d   %s%s\n", p.Pid, p.Pgid, p.Sid, strings.Repeat(" ", 4*depth), p.Comm)
+		for _, k := range p.Children {
+			walk(k, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+}
+
+// file returns files.img's entry with id, or nil.
+func (d *Dir) file(id uint32) *fdinfo.FileEntry {
+	if d.files == nil {
+		d.files = map[uint32]*fdinfo.FileEntry{}
+		if ms, err := d.load("files.img"); err == nil {
+			for _, m := range ms {
+				if f, ok := m.(*fdinfo.FileEntry); ok {
+					d.files[f.GetId()] = f
+				}
+			}
+		}
+	}
+	return d.files[id]
+}
+
+// legacyFile looks id up in a pre-files.img image (reg-files.img, pipes.img, unixsk.img).
+func (d *Dir) legacyFile(img string, id uint32) proto.Message {
+	m, ok := d.legacy[img]
+	if !ok {
+		m = map[uint32]proto.Message{}
+		if ms, err := d.load(img); err == nil {
+			for _, x := range ms {
+				if g, ok := x.(interface{ GetId() uint32 }); ok {
+					m[g.GetId()] = x
+				}
+			}
+		}
+		d.legacy[img] = m
+	}
+	return m[id]
+}
+
+// FileString describes file id of fd type typ like crit: the path of regular files, pipe[ID],
+// unix[INO (PEER) NAME], TYPE.ID for the rest.
+func (d *Dir) FileString(typ string, id uint32) string {
+	haveFiles := len(d.filesOrEmpty()) > 0
+	switch typ {
+	case "REG":
+		var r *regfile.RegFileEntry
+		if haveFiles {
+			if f := d.file(id); f != nil {
+				r = f.GetReg()
+				if m := f.GetMemfd(); m != nil {
+					return fmt.Sprintf("memfd[%d]", m.GetInodeId()) // crit says "unknown path"
+				}
+			}
+		} else if m, ok := d.legacyFile("reg-files.img", id).(*regfile.RegFileEntry); ok {
+			r = m
+		}
+		if r == nil || r.GetName() == "" {
+			return "unknown path"
+		}
+		return r.GetName()
+	case "PIPE":
+		var p *pipe.PipeEntry
+		if haveFiles {
+			if f := d.file(id); f != nil {
+				p = f.GetPipe()
+			}
+		} else if m, ok := d.legacyFile("pipes.img", id).(*pipe.PipeEntry); ok {
+			p = m
+		}
+		if p == nil {
+			return "pipe[?]"
+		}
+		return fmt.Sprintf("pipe[%d]", p.GetPipeId())
+	case "UNIXSK":
+		var u *sk_unix.UnixSkEntry
+		if haveFiles {
+			if f := d.file(id); f != nil {
+				u = f.GetUsk()
+			}
+		} else if m, ok := d.legacyFile("unixsk.img", id).(*sk_unix.UnixSkEntry); ok {
+			u = m
+		}
+		if u == nil {
+			return "unix[?]"
+		}
+		n := ""
+		if len(u.GetName()) > 0 {
+			n = " " + unixName(u.GetName())
+		}
+		return fmt.Sprintf("unix[%d (%d)%s]", u.GetIno(), u.GetPeer(), n)
+	}
+	return fmt.Sprintf("%s.%d", typ, id)
+}
+
+func (d *Dir) filesOrEmpty() map[uint32]*fdinfo.FileEntry {
+	d.file(0)
+	return d.files
+}
+
+// FD is one open file descriptor.
+type FD struct {
+	Fd   string `json:"fd"` // number, or "cwd"/"root"
+	Type string `json:"type"`
+	ID   uint32 `json:"id"`
+	File string `json:"file"`
+}
+
+// TaskFDs lists the descriptors of one task.
+type TaskFDs struct {
+	Pid uint32 `json:"pid"`
+	FDs []FD   `json:"fds"`
+}
+
+// Fds returns the open files of every task, then its cwd and root, like `crit x DIR fds`.
+func (d *Dir) Fds() ([]TaskFDs, error) {
+	pst, err := d.pstree()
+	if err != nil {
+		return nil, err
+	}
+	var out []TaskFDs
+	for _, p := range pst {
+		pid := p.GetPid()
+		ids, err := first[*criu_core.TaskKobjIdsEntry](d, fmt.Sprintf("ids-%d.img", pid))
+		if err != nil {
+			return nil, err
+		}
+		t := TaskFDs{Pid: pid}
+		fdi, err := d.load(fmt.Sprintf("fdinfo-%d.img", ids.GetFilesId()))
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range fdi {
+			fe, ok := m.(*fdinfo.FdinfoEntry)
+			if !ok {
+				continue
+			}
+			typ := fe.GetType().String()
+			t.FDs = append(t.FDs, FD{Fd: fmt.Sprint(fe.GetFd()), Type: typ, ID: fe.GetId(), File: d.FileString(typ, fe.GetId())})
+		}
+		fse, err := first[*fs.FsEntry](d, fmt.Sprintf("fs-%d.img", pid))
+		if err != nil {
+			return nil, err
+		}
+		t.FDs = append(t.FDs, FD{Fd: "cwd", Type: "REG", ID: fse.GetCwdId(), File: d.FileString("REG", fse.GetCwdId())})
+		t.FDs = append(t.FDs, FD{Fd: "root", Type: "REG", ID: fse.GetRootId(), File: d.FileString("REG", fse.GetRootId())})
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// WriteFds prints like `crit x DIR fds`.
+func WriteFds(w io.Writer, tasks []TaskFDs) {
+	for _, t := range tasks {
+		fmt.Fprintf(w, "%d\n", t.Pid)
+		for _, f := range t.FDs {
+			fmt.Fprintf(w, "\t%7s: %s\n", f.Fd, f.File)
+		}
+	}
+}
+
+// VMA status bits (criu/include/image.h).
+const (
+	vmaRegular     = 1 << 0
+	vmaStack       = 1 << 1
+	vmaVsyscall    = 1 << 2
+	vmaVdso        = 1 << 3
+	vmaFilePrivate = 1 << 6
+	vmaFileShared  = 1 << 7
+	vmaAnonShared  = 1 << 8
+	vmaSysvipc     = 1 << 10
+	vmaSocket      = 1 << 11
+	mapGrowsdown   = 0x0100
+)
+
+// Mapping is one VMA of a task.
+type Mapping struct {
+	Start  uint64 `json:"start"`
+	End    uint64 `json:"end"`
+	Prot   string `json:"prot"`
+	What   string `json:"what"` // file path, [stack], shmem[N]...; "" for anonymous private
+	Status uint32 `json:"status"`
+	// Unusual is crit's "*" mark: the VMA lacks VMA_AREA_REGULAR (vsyscall, vvar...).
+	Unusual bool `json:"unusual,omitempty"`
+}
+
+// TaskMems lists the mappings of one task.
+type TaskMems struct {
+	Pid  uint32    `json:"pid"`
+	Exe  string    `json:"exe"`
+	VMAs []Mapping `json:"vmas"`
+}
+
+type vmaIDs struct {
+	ids  map[uint64]int
+	last int
+}
+
+func (v *vmaIDs) get(id uint64) int {
+	if n, ok := v.ids[id]; ok {
+		return n
+	}
+	v.last++
+	v.ids[id] = v.last
+	return v.last
+}
+
+func (d *Dir) mm(pid uint32) (*mm.MmEntry, error) {
+	return first[*mm.MmEntry](d, fmt.Sprintf("mm-%d.img", pid))
+}
+
+// Mems returns the mappings of every task like `crit x DIR mems`.
+func (d *Dir) Mems() ([]TaskMems, error) {
+	pst, err := d.pstree()
+	if err != nil {
+		return nil, err
+	}
+	vids := &vmaIDs{ids: map[uint64]int{}}
+	var out []TaskMems
+	for _, p := range pst {
+		m, err := d.mm(p.GetPid())
+		if err != nil {
+			return nil, err
+		}
+		t := TaskMems{Pid: p.GetPid(), Exe: d.FileString("REG", m.GetExeFileId())}
+		for _, v := range m.GetVmas() {
+			t.VMAs = append(t.VMAs, d.mapping(v, vids))
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func (d *Dir) mapping(v *vma.VmaEntry, vids *vmaIDs) Mapping {
+	st := v.GetStatus()
+	var fn string
+	switch {
+	case st&vmaSysvipc != 0:
+		fn = fmt.Sprintf("ips[%x]", vids.get(v.GetShmid()))
+	case st&vmaAnonShared != 0:
+		fn = fmt.Sprintf("shmem[%x]", vids.get(v.GetShmid()))
+	case st&vmaSocket != 0:
+		fn = fmt.Sprintf("packet[%x]", vids.get(v.GetShmid()))
+	case st&(vmaFilePrivate|vmaFileShared) != 0:
+		fn = d.FileString("REG", uint32(v.GetShmid()))
+		if v.GetPgoff() != 0 {
+			fn += fmt.Sprintf(" + %#x", v.GetPgoff())
+		}
+		if st&vmaFileShared != 0 {
+			fn += " (s)"
+		}
+	case st&vmaStack != 0:
+		fn = "[stack]"
+	case st&vmaVsyscall != 0:
+		fn = "[vsyscall]"
+	case st&vmaVdso != 0:
+		fn = "[vdso]"
+	case v.GetFlags()&mapGrowsdown != 0:
+		fn = "[stack?]"
+	}
+	prot := []byte("---")
+	if v.GetProt()&1 != 0 {
+		prot[0] = 'r'
+	}
+	if v.GetProt()&2 != 0 {
+		prot[1] = 'w'
+	}
+	if v.GetProt()&4 != 0 {
+		prot[2] = 'x'
+	}
+	return Mapping{Start: v.GetStart(), End: v.GetEnd(), Prot: string(prot), What: fn, Status: st, Unusual: st&vmaRegular == 0}
+}
+
+// WriteMems prints like `crit x DIR mems`.
+func WriteMems(w io.Writer, tasks []TaskMems) {
+	for _, t := range tasks {
+		fmt.Fprintf(w, "%d\n", t.Pid)
+		fmt.Fprintf(w, "\t%-36s    %s\n", "exe", t.Exe)
+		for _, m := range t.VMAs {
+			fn := ""
+			if m.What != "" {
+				fn = " " + m.What
+			}
+			if m.Unusual {
+				fn += " *"
+			}
+			fmt.Fprintf(w, "\t%-36s%s%s\n", fmt.Sprintf("%08x-%08x", m.Start, m.End), m.Prot, fn)
+		}
+	}
+}
+
+// RssRange is one pagemap entry and the VMAs it covers.
+type RssRange struct {
+	Vaddr uint64   `json:"vaddr"`
+	Pages uint64   `json:"nr_pages"`
+	Flags uint32   `json:"flags"`
+	VMAs  []RssVMA `json:"vmas"`
+}
+
+// RssVMA is a VMA covered by a pagemap entry; Same marks crit's "~" (the VMA of the previous line).
+type RssVMA struct {
+	Start uint64 `json:"start"`
+	Pages uint64 `json:"pages"`
+	File  string `json:"file,omitempty"`
+	Same  bool   `json:"same,omitempty"`
+}
+
+// TaskRss lists the dumped page ranges of one task.
+type TaskRss struct {
+	Pid    uint32     `json:"pid"`
+	Ranges []RssRange `json:"ranges"`
+}
+
+// PageCount returns the page count of a pagemap entry: field 5 (CRIU >= 4.2) or field 2 (older).
+func PageCount(pe *pagemap.PagemapEntry) uint64 {
+	if pe.NrPages != nil {
+		return pe.GetNrPages()
+	}
+	return uint64(pe.GetCompatNrPages())
+}
+
+// Rss returns, per task, the dumped page ranges and the VMAs they fall in (`crit x DIR rss`).
+func (d *Dir) Rss() ([]TaskRss, error) {
+	pst, err := d.pstree()
+	if err != nil {
+		return nil, err
+	}
+	var out []TaskRss
+	for _, p := range pst {
+		m, err := d.mm(p.GetPid())
+		if err != nil {
+			return nil, err
+		}
+		vmas := m.GetVmas()
+		pms, err := d.load(fmt.Sprintf("pagemap-%d.img", p.GetPid()))
+		if err != nil {
+			return nil, err
+		}
+		t := TaskRss{Pid: p.GetPid()}
+		vmi, pvmi := 0, -1
+		for _, x := range pms {
+			pe, ok := x.(*pagemap.PagemapEntry)
+			if !ok {
+				continue // the pagemap_head
+			}
+			n := PageCount(pe)
+			r := RssRange{Vaddr: pe.GetVaddr(), Pages: n, Flags: pe.GetFlags()}
+			for vmi < len(vmas) && vmas[vmi].GetEnd() <= pe.GetVaddr() {
+				vmi++
+			}
+			pme := pe.GetVaddr() + n<<12
+			for vmi < len(vmas) && vmas[vmi].GetStart() < pme {
+				v := vmas[vmi]
+				if vmi == pvmi {
+					r.VMAs = append(r.VMAs, RssVMA{Start: v.GetStart(), Pages: (v.GetEnd() - v.GetStart()) >> 12, Same: true})
+				} else {
+					rv := RssVMA{Start: v.GetStart(), Pages: (v.GetEnd() - v.GetStart()) >> 12}
+					if v.GetStatus()&(vmaFilePrivate|vmaFileShared) != 0 {
+						rv.File = d.FileString("REG", uint32(v.GetShmid()))
+					}
+					r.VMAs = append(r.VMAs, rv)
+					pvmi = vmi
+				}
+				vmi++
+			}
+			if vmi > 0 {
+				vmi--
+			}
+			t.Ranges = append(t.Ranges, r)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// WriteRss prints like `crit x DIR rss`.
+func WriteRss(w io.Writer, tasks []TaskRss) {
+	for _, t := range tasks {
+		fmt.Fprintf(w, "%d\n", t.Pid)
+		for _, r := range t.Ranges {
+			pstr := fmt.Sprintf("\t%x / %-8d", r.Vaddr, r.Pages)
+			var vstr strings.Builder
+			for _, v := range r.VMAs {
+				if v.Same {
+					vstr.WriteString(" ~")
+				} else {
+					fmt.Fprintf(&vstr, " %08x / %-8d", v.Start, v.Pages)
+					if v.File != "" {
+						vstr.WriteString(" " + v.File)
+					}
+				}
+				fmt.Fprintf(&vstr, "\n\t%23s", "")
+			}
+			fmt.Fprintf(w, "%-24s%s\n", pstr, vstr.String())
+		}
+	}
+}
