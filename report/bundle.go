@@ -1,0 +1,375 @@
+package report
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/criukit/criukit/anonymize"
+	"github.com/criukit/criukit/report/knownissues"
+)
+
+// Sentinel errors.
+var (
+	// ErrNoInput: neither an images dir nor a log was given.
+	ErrNoInput = errors.New("nothing to report: give --images DIR and/or --log FILE")
+	// ErrOutExists: the bundle path exists (it is never overwritten).
+	ErrOutExists = errors.New("bundle already exists")
+)
+
+// Options configure Build.
+type Options struct {
+	Images  string   // CRIU image dir (may be the partial output of a failed dump); "" = logs only
+	Logs    []string // CRIU logs (-o FILE of the failing run); IMAGES/*.log are always included
+	Level   anonymize.Level
+	Key     []byte   // anonymization key; nil = random (then bundles are not reproducible)
+	MapOut  string   // where the token mapping goes (never into the bundle)
+	Secrets []string // extra words replaced everywhere and scanned for
+	Criu    string   // criu binary; "" = criurun.Find
+	NoCriu  bool     // do not run criu (--version, check --all)
+	Version string   // criukit version for summary.json and the manifest
+	// Env, when set, is used instead of collecting the environment (tests, reports of another host).
+	Env *Env
+}
+
+// Prefix is the directory every bundle member lives under.
+const Prefix = "criukit-report/"
+
+// Summary is summary.json (everything anonymized).
+type Summary struct {
+	Tool      string               `json:"tool"`
+	Version   string               `json:"version"`
+	Level     string               `json:"level"`
+	Title     string               `json:"title"`
+	Env       *Env                 `json:"environment"`
+	Findings  []*knownissues.Match `json:"known_issues"`
+	Unmatched []string             `json:"unmatched_errors,omitempty"`
+	LastError string               `json:"last_error,omitempty"`
+	ErrorLog  string               `json:"error_log,omitempty"`
+	Logs      []string             `json:"logs"`
+	Images    []string             `json:"images"`
+	Dropped   []anonymize.Dropped  `json:"dropped"`
+	Counts    map[string]int       `json:"replaced"`
+	Members   []string             `json:"members"`
+}
+
+// Result is what Build made.
+type Result struct {
+	Bundle   string
+	Issue    Issue // title and ISSUE.md body
+	Summary  *Summary
+	Manifest *anonymize.Manifest
+}
+
+// envFile is the anonymizer input that carries the environment text to scrub.
+const envFile = "criukit-environment.log"
+
+// Build collects, anonymizes and writes the bundle to out (a new file; temp + rename).
+func Build(ctx context.Context, out string, o Options) (*Result, error) {
+	if o.Images == "" && len(o.Logs) == 0 {
+		return nil, ErrNoInput
+	}
+	if o.Level == anonymize.Inventory {
+		return nil, fmt.Errorf("report: level inventory writes nothing to bundle: use content, identity, structure or paranoid")
+	}
+	if _, err := os.Lstat(out); err == nil {
+		return nil, fmt.Errorf("report: %s: %w (pick a new name)", out, ErrOutExists)
+	}
+	if o.MapOut != "" {
+		if abs, _ := filepath.Abs(o.MapOut); abs != "" {
+			if ao, _ := filepath.Abs(out); ao == abs {
+				return nil, fmt.Errorf("report: --map-out and -o are the same file")
+			}
+		}
+	}
+	// logs: --log files plus IMAGES/*.log (the anonymizer reads those itself), each once
+	var logs, extraLogs []string
+	imgAbs := ""
+	if o.Images != "" {
+		imgAbs, _ = filepath.Abs(o.Images)
+	}
+	seenLog := map[string]bool{}
+	for _, l := range o.Logs {
+		abs, _ := filepath.Abs(l)
+		if seenLog[abs] {
+			continue
+		}
+		seenLog[abs] = true
+		logs = append(logs, l)
+		if imgAbs == "" || filepath.Dir(abs) != imgAbs || !strings.HasSuffix(abs, ".log") {
+			extraLogs = append(extraLogs, l)
+		}
+	}
+	if o.Images != "" {
+		st, err := os.Stat(o.Images)
+		if err != nil {
+			return nil, fmt.Errorf("report: --images: %w", err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("report: --images %s is not a directory", o.Images)
+		}
+		inner, _ := filepath.Glob(filepath.Join(o.Images, "*.log"))
+		for _, l := range inner {
+			if abs, _ := filepath.Abs(l); !seenLog[abs] {
+				seenLog[abs] = true
+				logs = append(logs, l)
+			}
+		}
+	}
+	for _, l := range o.Logs {
+		if _, err := os.Stat(l); err != nil {
+			return nil, fmt.Errorf("report: --log: %w", err)
+		}
+	}
+	env := o.Env
+	if env == nil {
+		var err error
+		if env, err = Collect(ctx, o.Criu, o.NoCriu, logs); err != nil {
+			return nil, fmt.Errorf("report: collect environment: %w", err)
+		}
+	}
+	work, err := os.MkdirTemp("", "criukit-report-")
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	// The environment text goes through the anonymizer as one more log, so that paths in
+	// command lines, config files and check output get the same tokens as in logs and images.
+	envPath := filepath.Join(work, envFile)
+	if err := os.WriteFile(envPath, []byte(envText(env)), 0o600); err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	in := o.Images
+	if in == "" {
+		in = filepath.Join(work, "empty")
+		if err := os.Mkdir(in, 0o700); err != nil {
+			return nil, fmt.Errorf("report: %w", err)
+		}
+	}
+	anonOut := filepath.Join(work, "anon")
+	man, err := anonymize.Run(in, anonOut, anonymize.Options{Level: o.Level, Key: o.Key, Secrets: o.Secrets,
+		Logs: append(extraLogs, envPath), MapOut: o.MapOut, Version: o.Version})
+	if err != nil {
+		return nil, fmt.Errorf("report: anonymize: %w", err)
+	}
+	scrubbedEnv, err := os.ReadFile(filepath.Join(anonOut, envFile))
+	if err != nil {
+		return nil, fmt.Errorf("report: anonymized environment: %w", err)
+	}
+	senv, err := parseEnvText(env, string(scrubbedEnv))
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+
+	logBase := map[string]bool{}
+	for _, l := range logs {
+		logBase[filepath.Base(l)] = true
+	}
+	members := map[string][]byte{}
+	sum := &Summary{Tool: "criukit report", Version: o.Version, Level: o.Level.String(), Env: senv,
+		Findings: []*knownissues.Match{}, Logs: []string{}, Images: []string{}, Dropped: man.Dropped, Counts: man.Counts}
+	ents, err := os.ReadDir(anonOut)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	set := knownissues.Default()
+	var errLog []string
+	for _, e := range ents {
+		name := e.Name()
+		if name == envFile {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(anonOut, name))
+		if err != nil {
+			return nil, fmt.Errorf("report: %w", err)
+		}
+		switch {
+		case name == "MANIFEST.json":
+			members[name] = b
+		case logBase[name]:
+			members["logs/"+name] = b
+			sum.Logs = append(sum.Logs, name)
+			res, err := set.Scan(bytes.NewReader(b), name)
+			if err != nil {
+				return nil, fmt.Errorf("report: scan %s: %w", name, err)
+			}
+			sum.Findings = mergeMatches(sum.Findings, res.Matches)
+			sum.Unmatched = append(sum.Unmatched, res.Unmatched...)
+			if ex, last := Excerpt(string(b), ExcerptBefore, ExcerptAfter); last != "" {
+				sum.LastError, sum.ErrorLog, errLog = last, name, ex
+			}
+		default:
+			members["images/"+name] = b
+			sum.Images = append(sum.Images, name)
+		}
+	}
+	if res, err := set.Scan(strings.NewReader(senv.CheckAll), "criu check --all"); err == nil {
+		sum.Findings = mergeMatches(sum.Findings, res.Matches)
+	}
+	for _, m := range sum.Findings {
+		m.File = filepath.Base(m.File)
+	}
+	sum.Title = Title(sum)
+	issue := Issue{Title: sum.Title, Body: IssueMarkdown(sum, errLog)}
+	members["ISSUE.md"] = []byte(issue.Body)
+	names := []string{"summary.json"}
+	for n := range members {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sum.Members = append(sum.Members, Prefix+n)
+	}
+	sj, err := json.MarshalIndent(sum, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	members["summary.json"] = append(sj, '\n')
+	if err := writeBundle(out, names, members); err != nil {
+		return nil, err
+	}
+	return &Result{Bundle: out, Issue: issue, Summary: sum, Manifest: man}, nil
+}
+
+func mergeMatches(have, add []*knownissues.Match) []*knownissues.Match {
+	for _, m := range add {
+		dup := false
+		for _, h := range have {
+			if h.ID == m.ID {
+				h.Count += m.Count
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			have = append(have, m)
+		}
+	}
+	return have
+}
+
+// bundleTime is every member's mtime: bundles are reproducible for one key.
+var bundleTime = time.Unix(0, 0).UTC()
+
+// writeBundle writes a deterministic tar.gz (sorted members, fixed mtimes/owners, gzip header
+// without name and mtime) to a temp file next to out, then renames it.
+func writeBundle(out string, names []string, members map[string][]byte) error {
+	var sfx [6]byte
+	rand.Read(sfx[:])
+	tmp := out + ".partial-" + hex.EncodeToString(sfx[:])
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("report: bundle: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := WriteTarGz(f, names, members); err != nil {
+		return fmt.Errorf("report: bundle %s: %w", out, err)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fmt.Errorf("report: bundle: %w", err)
+	}
+	ok = true
+	return nil
+}
+
+// WriteTarGz writes members (in the order of names) under Prefix as a reproducible tar.gz.
+func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
+	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(zw)
+	dirs := map[string]bool{}
+	for _, n := range names {
+		for d := filepath.Dir(n); d != "."; d = filepath.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	all := append([]string{""}, names...)
+	for d := range dirs {
+		all = append(all, d+"/")
+	}
+	sort.Strings(all)
+	for _, n := range all {
+		h := &tar.Header{Name: Prefix + n, Mode: 0o644, ModTime: bundleTime, Format: tar.FormatUSTAR, Typeflag: tar.TypeReg}
+		if n == "" || strings.HasSuffix(n, "/") {
+			h.Typeflag, h.Mode = tar.TypeDir, 0o755
+		} else {
+			h.Size = int64(len(members[n]))
+		}
+		if len(h.Name) > 100 {
+			h.Format = tar.FormatPAX
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write(members[n]); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// ReadBundle returns the regular members of a bundle (name without Prefix -> content).
+func ReadBundle(path string) (map[string][]byte, []string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	tr := tar.NewReader(zr)
+	m := map[string][]byte{}
+	var order []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return m, order, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		order = append(order, h.Name)
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: member %s: %w", path, h.Name, err)
+		}
+		m[strings.TrimPrefix(h.Name, Prefix)] = b
+	}
+}
