@@ -242,36 +242,24 @@ func (r *Report) anon(pid, fd int, where, anon string) {
 
 // maps finds mappings CRIU cannot dump (KVM vCPU run areas and other anon-inode mappings).
 func (r *Report) maps(pid int) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fl := strings.SplitN(sc.Text(), " ", 6)
-		if len(fl) < 6 {
-			continue
-		}
-		path := strings.TrimLeft(fl[5], " ")
+	_ = ghosts.ForEachMapping(pid, func(rng, path string) {
 		anon, ok := strings.CutPrefix(path, "anon_inode:")
 		if !ok {
-			continue
+			return
 		}
-		where := fmt.Sprintf("pid %d map %s (%s)", pid, fl[0], path)
+		where := fmt.Sprintf("pid %d map %s (%s)", pid, rng, path)
 		if strings.HasPrefix(anon, "kvm-vcpu") {
 			r.add(Finding{ID: "kvm", Severity: SevError, Pid: pid, FD: -1, Path: path, Where: where,
 				What: "mapped KVM vCPU run area: CRIU fails while collecting mappings (\"Unknown shit 600 (anon_inode:kvm-vcpu:N)\")",
 				Fix:  "unmap kvm_run and close the VM fds before the dump, or use the VMM's own snapshots"})
-			continue
+			return
 		}
 		if anon == "[io_uring]" {
-			continue // the io_uring fd itself is reported
+			return // the io_uring fd itself is reported
 		}
 		r.add(Finding{ID: "unsupported-anon-mapping", Severity: SevWarning, Pid: pid, FD: -1, Path: path, Where: where,
 			What: "mapping of anon inode " + anon + ": CRIU may not be able to dump it", Fix: "unmap it before the dump"})
-	}
+	})
 }
 
 func (r *Report) ghosts(o Options) {

@@ -369,11 +369,12 @@ func (s *scanner) socket(pid, fd int, where, link string, st *unix.Stat_t) {
 	}
 }
 
-// maps finds deleted files, memfds and SysV shm held only through memory mappings.
-func (s *scanner) maps(pid int) {
+// ForEachMapping calls fn with the address range ("lo-hi", hex) and the path of every mapping of
+// pid that has a path, as /proc/PID/maps lists them. It returns the error of opening or reading maps.
+func ForEachMapping(pid int, fn func(rng, path string)) error {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
-		return
+		return err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -383,39 +384,49 @@ func (s *scanner) maps(pid int) {
 		if len(fields) < 6 {
 			continue
 		}
-		path := strings.TrimLeft(fields[5], " ")
-		if !strings.HasSuffix(path, " (deleted)") {
-			continue
+		if path := strings.TrimLeft(fields[5], " "); path != "" {
+			fn(fields[0], path)
 		}
-		rng := fields[0]
-		where := "map " + rng
-		if strings.HasPrefix(path, "/dev/zero ") || strings.HasPrefix(path, "/anon_hugepage") {
-			continue // anonymous shared memory: memory, not a file copy
-		}
-		if strings.HasPrefix(path, "/SYSV") {
-			lo, hi, _ := strings.Cut(rng, "-")
-			a, _ := strconv.ParseUint(lo, 16, 64)
-			b, _ := strconv.ParseUint(hi, 16, 64)
-			key, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(path, "/SYSV"), " (deleted)"), 16, 64)
-			fk := fileKey{0, key<<32 | a}
-			if s.seen[fk] {
-				continue
-			}
-			s.seen[fk] = true
-			s.r.Items = append(s.r.Items, Item{Kind: KindSysVShm, Pid: pid, FD: -1, Where: where, Path: strings.TrimSuffix(path, " (deleted)"),
-				Size: int64(b - a), ImageBytes: int64(b - a), Image: "ipcns-shm-N.img / pages", Note: "attached SysV shm; upper bound (mapping size)"})
-			continue
-		}
-		mf := fmt.Sprintf("/proc/%d/map_files/%s", pid, rng)
-		var st unix.Stat_t
-		if err := unix.Stat(mf, &st); err != nil {
-			continue
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFREG {
-			continue
-		}
-		s.file(pid, -1, where, mf, path, &st)
 	}
+	return sc.Err()
+}
+
+// maps finds deleted files, memfds and SysV shm held only through memory mappings.
+func (s *scanner) maps(pid int) {
+	_ = ForEachMapping(pid, func(rng, path string) { s.mapping(pid, rng, path) })
+}
+
+func (s *scanner) mapping(pid int, rng, path string) {
+	if !strings.HasSuffix(path, " (deleted)") {
+		return
+	}
+	where := "map " + rng
+	if strings.HasPrefix(path, "/dev/zero ") || strings.HasPrefix(path, "/anon_hugepage") {
+		return // anonymous shared memory: memory, not a file copy
+	}
+	if strings.HasPrefix(path, "/SYSV") {
+		lo, hi, _ := strings.Cut(rng, "-")
+		a, _ := strconv.ParseUint(lo, 16, 64)
+		b, _ := strconv.ParseUint(hi, 16, 64)
+		key, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(path, "/SYSV"), " (deleted)"), 16, 64)
+		fk := fileKey{0, key<<32 | a}
+		if s.seen[fk] {
+			return
+		}
+		s.seen[fk] = true
+		s.r.Items = append(s.r.Items, Item{Kind: KindSysVShm, Pid: pid, FD: -1, Where: where, Path: strings.TrimSuffix(path, " (deleted)"),
+			Size: int64(b - a), ImageBytes: int64(b - a), Image: "ipcns-shm-N.img / pages", Note: "attached SysV shm; upper bound (mapping size)"})
+		return
+	}
+	mf := fmt.Sprintf("/proc/%d/map_files/%s", pid, rng)
+	var st unix.Stat_t
+	if err := unix.Stat(mf, &st); err != nil {
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	s.file(pid, -1, where, mf, path, &st)
 }
 
 // namespaces adds tmpfs mounts and SysV shm of the tree's own mount and IPC namespaces (CRIU
