@@ -1,7 +1,6 @@
 package anonymize
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -379,23 +378,11 @@ func (r *run) pagesFile(name string) error {
 			}
 		}
 		r.d.Compile() // shared by the two goroutines below
-		pr, pw := io.Pipe()
-		var n int
-		go func() {
-			var err error
-			n, err = r.replaceStream(src, pw, patches)
-			pw.CloseWithError(err)
-		}()
 		var hits []string
-		bw := bufio.NewWriterSize(dst, 1<<20)
-		_, err := r.d.Stream(pr, bw, false, func(h dict.Hit) bool {
+		n, err := r.identityPages(src, dst, patches, func(h dict.Hit) bool {
 			hits = append(hits, fmt.Sprintf("%s offset %d: %s value (%d bytes)", name, h.Offset, h.Entry.Kind, len(h.Entry.From)))
 			return len(hits) < 5
 		})
-		pr.Close()
-		if err == nil {
-			err = bw.Flush()
-		}
 		if err != nil {
 			return fmt.Errorf("anonymize: %s: %w", name, err)
 		}
@@ -431,40 +418,109 @@ func (r *run) pagesFile(name string) error {
 	return nil
 }
 
-// replaceStream copies src to w replacing dictionary values and applying the argv/env patches
-// (file offsets) to the final bytes; memory use is one chunk plus the longest value.
-func (r *run) replaceStream(src io.Reader, w io.Writer, patches []areaPatch) (int, error) {
+// identityPages copies src to dst in two stages on two goroutines, handing chunks over without
+// copying them: the first replaces dictionary values and applies the argv/env patches (file
+// offsets), the second leak-scans the final bytes (independently of the replacement: every
+// value, at every offset, chunk boundaries included) and writes them. Memory use is a few
+// chunks plus the longest value.
+func (r *run) identityPages(src io.Reader, dst io.Writer, patches []areaPatch, leak func(dict.Hit) bool) (int, error) {
+	type chunk struct {
+		b   []byte
+		err error
+	}
 	tail := max(r.d.MaxLen()-1, 0)
-	buf := make([]byte, dict.ChunkSize+tail)
-	n, base, total := 0, int64(0), 0
-	for {
-		m, rerr := io.ReadFull(src, buf[n:])
-		n += m
-		eof := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
-		if rerr != nil && !eof {
-			return total, rerr
-		}
-		limit := max(n-tail, 0)
-		if eof {
-			limit = n
-		}
-		total += r.d.ReplaceBytes(buf[:n], limit)
-		r.progressBytes("memory pages", int64(limit))
-		// patches overlapping the final region [base, base+limit)
-		for _, p := range patches {
-			a, b := max(p.off, base), min(p.off+int64(len(p.data)), base+int64(limit))
-			if a < b {
-				copy(buf[a-base:b-base], p.data[a-p.off:b-p.off])
+	const inFlight = 3
+	free := make(chan []byte, inFlight+1)
+	for range inFlight + 1 {
+		free <- make([]byte, dict.ChunkSize+tail)
+	}
+	out := make(chan chunk, inFlight)
+	quit, done := make(chan struct{}), make(chan struct{})
+	defer func() { close(quit); <-done }() // the first stage is gone when this returns
+	total := 0
+	go func() {
+		defer close(done)
+		defer close(out)
+		send := func(c chunk) bool {
+			select {
+			case out <- c:
+				return true
+			case <-quit:
+				return false
 			}
 		}
-		if _, err := w.Write(buf[:limit]); err != nil {
-			return total, err
+		cur, carry, base := <-free, 0, int64(0)
+		for {
+			m, rerr := io.ReadFull(src, cur[carry:])
+			n := carry + m
+			eof := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+			if rerr != nil && !eof {
+				send(chunk{err: rerr})
+				return
+			}
+			limit := max(n-tail, 0)
+			if eof {
+				limit = n
+			}
+			total += r.d.ReplaceBytes(cur[:n], limit)
+			r.progressBytes("memory pages", int64(limit))
+			// patches overlapping the final region [base, base+limit)
+			for _, p := range patches {
+				a, b := max(p.off, base), min(p.off+int64(len(p.data)), base+int64(limit))
+				if a < b {
+					copy(cur[a-base:b-base], p.data[a-p.off:b-p.off])
+				}
+			}
+			var next []byte
+			if !eof {
+				select {
+				case next = <-free:
+				case <-quit:
+					return
+				}
+				carry = copy(next, cur[limit:n])
+			}
+			if !send(chunk{b: cur[:limit]}) || eof {
+				return
+			}
+			cur, base = next, base+int64(limit)
 		}
-		if eof {
-			return total, nil
+	}()
+	// leak scan of the final bytes: a value starting in pend (bytes whose starts are not yet
+	// scanned) may end up to tail bytes into the next chunk
+	pend := make([]byte, 0, 4*tail+1)
+	pendBase, stopped := int64(0), false
+	find := func(b []byte, limit int, base int64) {
+		if stopped || limit <= 0 {
+			return
 		}
-		copy(buf, buf[limit:n])
-		base += int64(limit)
-		n -= limit
+		r.d.Find(b, limit, base, func(h dict.Hit) bool {
+			if !leak(h) {
+				stopped = true
+			}
+			return !stopped
+		})
 	}
+	for c := range out {
+		if c.err != nil {
+			return 0, c.err
+		}
+		b := c.b
+		if len(b) < tail {
+			pend = append(pend, b...)
+		} else {
+			joint := append(pend, b[:tail]...)
+			find(joint, len(pend), pendBase)
+			base := pendBase + int64(len(pend))
+			find(b, len(b)-tail, base)
+			pend = append(pend[:0], b[len(b)-tail:]...)
+			pendBase = base + int64(len(b)-tail)
+		}
+		if _, err := dst.Write(b); err != nil {
+			return 0, err
+		}
+		free <- b[:cap(b)]
+	}
+	find(pend, len(pend), pendBase)
+	return total, nil
 }

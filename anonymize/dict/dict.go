@@ -28,6 +28,9 @@ type Dict struct {
 	shift    []uint8   // Wu-Manber shift per 2-byte block at the end of a minLen window
 	zeroSkip bool      // no value has a zero byte in its first minLen bytes
 	hot      []uint64  // bitset of blocks whose shift is below the default (8 KiB: stays in L1)
+	stop     []uint8   // 1 for hot blocks and the zero block: the fast path falls back to the slow one
+	wide4    bool      // use the fast path of four windows
+	wide8    bool      // use the fast path of eight windows (minLen 4)
 	maxLen   int
 	minLen   int
 }
@@ -125,13 +128,29 @@ func (d *Dict) compile() {
 			continue
 		}
 		for q := 0; q+1 < d.minLen; q++ {
-			blk := int(e.From[q])<<8 | int(e.From[q+1])
+			blk := int(e.From[q]) | int(e.From[q+1])<<8 // little-endian block key
 			if s := uint8(d.minLen - 2 - q); s < d.shift[blk] {
 				d.shift[blk] = s
 				d.hot[blk>>6] |= 1 << (blk & 63)
 			}
 		}
 	}
+	// a byte table (64 KiB) is faster to probe than the bitset (no variable shifts)
+	d.stop = make([]uint8, 1<<16)
+	for k := range d.stop {
+		d.stop[k] = uint8(d.hot[k>>6] >> (k & 63) & 1)
+	}
+	d.stop[0] = 1
+	// the fast paths pay when most groups of windows are clean (small dictionaries); with
+	// many values they would mostly fall back, so they are turned off
+	clean := 0
+	for _, v := range d.stop {
+		clean += int(1 - v)
+	}
+	p := float64(clean) / float64(len(d.stop))
+	p4 := p * p * p * p
+	d.wide4 = p4 >= 0.9
+	d.wide8 = d.minLen == 4 && p4*p4 >= 0.8
 	for _, l := range d.tbl {
 		sort.Slice(l, func(a, b int) bool { return len(d.entries[l[a]].From) > len(d.entries[l[b]].From) })
 	}
@@ -187,21 +206,65 @@ func (d *Dict) scan(b []byte, limit int, fn func(i, j int) int) {
 	limit = min(limit, len(b))
 	shift, tbl, n := (*[1 << 16]uint8)(d.shift), d.tbl, len(b)
 	hot := (*[1 << 16 / 64]uint64)(d.hot)
+	stop := (*[1 << 16]uint8)(d.stop)
 	w := d.minLen - 2 // start of the block at the end of a minLen window
 	def := d.minLen - 1
-	zeroSkip := d.zeroSkip
+	zeroSkip, wide4, wide8 := d.zeroSkip, d.wide4, d.wide8
+	fast, fastBytes, fallbacks := wide4 || wide8, 0, 0
+	// the fast path checks the end blocks of four consecutive windows (def bytes apart) at
+	// once: when none is hot (nor zero), no match starts in the next 4*def positions
+	span := w + 3*def + 2
 	i := 0
 	for i < limit {
+		if fast {
+			from := i
+			if wide8 {
+				// minLen 4 (the common case): eight windows per three 8-byte loads
+				for i < limit && i+w+24 <= n {
+					x := binary.LittleEndian.Uint64(b[i+w:])
+					y := binary.LittleEndian.Uint64(b[i+w+8:])
+					z := binary.LittleEndian.Uint64(b[i+w+16:])
+					k0, k1, k2 := uint16(x), uint16(x>>24), uint16(x>>48)
+					k3, k4 := uint16(y>>8), uint16(y>>32)
+					k5, k6, k7 := uint16(y>>56|z<<8), uint16(z>>16), uint16(z>>40)
+					if stop[k0]|stop[k1]|stop[k2]|stop[k3]|stop[k4]|stop[k5]|stop[k6]|stop[k7] != 0 {
+						break
+					}
+					i += 24
+				}
+			}
+			for wide4 && i < limit && i+span <= n {
+				bb := b[i+w : i+span]
+				b0 := uint16(bb[0]) | uint16(bb[1])<<8
+				b1 := uint16(bb[def]) | uint16(bb[def+1])<<8
+				b2 := uint16(bb[2*def]) | uint16(bb[2*def+1])<<8
+				b3 := uint16(bb[3*def]) | uint16(bb[3*def+1])<<8
+				if stop[b0]|stop[b1]|stop[b2]|stop[b3] != 0 {
+					break
+				}
+				i += 4 * def
+			}
+			// a fall back costs about as much as scanning a few dozen bytes the slow way: when
+			// the data makes the fast path fall back too often, leave it off for this buffer
+			fastBytes += i - from
+			if fallbacks++; fallbacks >= 64 && fastBytes < 32*fallbacks {
+				fast = false
+			}
+		}
+		if i >= limit {
+			break
+		}
 		if i+w+2 <= n {
-			blk := binary.BigEndian.Uint16(b[i+w:])
+			blk := binary.LittleEndian.Uint16(b[i+w:])
 			if hot[blk>>6]&(1<<(blk&63)) == 0 && blk != 0 {
 				i += def
 				continue
 			}
 			if s := shift[blk]; s > 0 {
-				if blk == 0 && zeroSkip && i+w+10 <= n && binary.LittleEndian.Uint64(b[i+w+2:]) == 0 {
-					// a zero run: no value starts with a zero byte, so no match starts in it
-					i += w + 10
+				if blk == 0 && zeroSkip {
+					// a zero run b[i+w:z]: no value has a zero byte in its first minLen bytes,
+					// so no match starts at i..z-1 (each such window holds a byte of the run)
+					i = zeroRun(b, i+w, limit+w)
 					continue
 				}
 				i += int(s)
@@ -217,6 +280,25 @@ func (d *Dict) scan(b []byte, limit int, fn func(i, j int) int) {
 		i++
 	}
 }
+
+// zeroRun returns the first index >= from (and <= max(to, from)) at which b is not zero, or
+// min(to, len(b)) when b is zero up to there.
+func zeroRun(b []byte, from, to int) int {
+	to = min(to, len(b))
+	i := from
+	for i+len(zeroBlock) <= to && bytes.Equal(b[i:i+len(zeroBlock)], zeroBlock[:]) {
+		i += len(zeroBlock) // memequal is vectorized
+	}
+	for i+64 <= to && bytes.Equal(b[i:i+64], zeroBlock[:64]) {
+		i += 64
+	}
+	for i < to && b[i] == 0 {
+		i++
+	}
+	return i
+}
+
+var zeroBlock [1024]byte
 
 // Find reports the occurrences of any value in b starting before limit.
 func (d *Dict) Find(b []byte, limit int, base int64, fn func(Hit) bool) {

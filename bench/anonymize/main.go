@@ -4,6 +4,9 @@
 // peak RSS can be read. Run as root from the module root:
 //
 //	go run ./bench/anonymize -mib 1024
+//
+// -images DIR keeps the dump in DIR (and reuses it on the next run), -levels picks levels, and
+// -child LEVEL:IN:OUT -cpuprofile F profiles one level.
 package main
 
 import (
@@ -28,6 +31,7 @@ func main() {
 	levels := flag.String("levels", "content,identity,structure,paranoid", "levels to time")
 	child := flag.String("child", "", "internal: run one level: LEVEL:IN:OUT")
 	prof := flag.String("cpuprofile", "", "with -child: write a CPU profile")
+	keep := flag.String("images", "", "reuse this image dir if it exists, else dump into it and keep it")
 	flag.Parse()
 	if *prof != "" {
 		f, err := os.Create(*prof)
@@ -41,7 +45,7 @@ func main() {
 	if *child != "" {
 		os.Exit(runChild(*child))
 	}
-	if err := bench(*mib, strings.Split(*levels, ",")); err != nil {
+	if err := bench(*mib, strings.Split(*levels, ","), *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -64,7 +68,7 @@ func runChild(spec string) int {
 	return 0
 }
 
-func bench(mib int, levels []string) error {
+func bench(mib int, levels []string, keep string) error {
 	criu, ver, err := criurun.Find()
 	if err != nil {
 		return err
@@ -74,6 +78,19 @@ func bench(mib int, levels []string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	imgs := filepath.Join(work, "images")
+	if keep != "" {
+		imgs = keep
+	}
+	if _, err := os.Stat(filepath.Join(imgs, "inventory.img")); err != nil || keep == "" {
+		if err := dumpWorkload(work, imgs, mib, criu, ver); err != nil {
+			return err
+		}
+	}
+	return timeLevels(work, imgs, levels)
+}
+
+func dumpWorkload(work, imgs string, mib int, criu, ver string) error {
 	bin := filepath.Join(work, "criukit-workload")
 	if out, err := exec.Command("go", "build", "-o", bin, "./internal/workload/criukit-workload").CombinedOutput(); err != nil {
 		return fmt.Errorf("build workload (run from the module root): %v\n%s", err, out)
@@ -95,7 +112,6 @@ func bench(mib int, levels []string) error {
 			return fmt.Errorf("workload not ready")
 		}
 	}
-	imgs := filepath.Join(work, "images")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	t0 := time.Now()
@@ -106,6 +122,10 @@ func bench(mib int, levels []string) error {
 	cmd.Wait()
 	size := dirSize(imgs)
 	fmt.Printf("criu %s dumped %d MiB of memory in %v: image dir %.1f MiB\n", ver, mib, time.Since(t0).Round(time.Millisecond), float64(size)/(1<<20))
+	return nil
+}
+
+func timeLevels(work, imgs string, levels []string) error {
 
 	cp := func() (time.Duration, time.Duration, error) {
 		out := filepath.Join(work, "cp-out")

@@ -95,6 +95,9 @@ var dumpableFS = map[string]bool{
 	"pstore": true, "bpf": true, "hugetlbfs": true, "autofs": true, "configfs": true, "fusectl": true,
 }
 
+// tmpPrefix is the temp dir with a trailing slash: mounts below it belong to other tests.
+var tmpPrefix = strings.TrimSuffix(os.TempDir(), "/") + "/"
+
 func nsMounts(c *Ctx) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
@@ -120,6 +123,10 @@ func nsMounts(c *Ctx) error {
 		}
 		if mp := unescapeMountPath(fields[4]); mp == "/run/netns" || strings.HasPrefix(mp, "/run/netns/") || mp == "/var/run/netns" {
 			detach = append(detach, mp) // ip netns bind mounts: "doesn't have a proper root mount"
+		} else if strings.HasPrefix(mp, tmpPrefix) {
+			// Other tests' scratch mounts (tmpfs, overlays under the temp dir): CRIU would tar their
+			// changing contents ("Can't dump tmpfs content") or fail on them when they go away.
+			detach = append(detach, mp)
 		} else if !dumpableFS[fields[sep+1]] {
 			detach = append(detach, unescapeMountPath(fields[4]))
 		}
