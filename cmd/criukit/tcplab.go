@@ -11,6 +11,7 @@ import (
 
 	"github.com/criukit/criukit/tcplab"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 var tcplabCmd = &cobra.Command{
@@ -66,6 +67,7 @@ var tcplabRun = &cobra.Command{
 prints a table: case, result (pass, fail, observed = kernel-dependent outcome recorded), time,
 trace hash and, with --repeat N, whether the result or the trace hash differed between runs.
 --pcap DIR writes one pcap (open it in Wireshark) and one readable trace per case.
+While running, a progress line is shown on stderr when stderr is a terminal (not with --json).
 The exit status is 1 if a case failed or was flaky.`,
 	Example: `  criukit tcplab run
   criukit tcplab run --filter '^H0[1-4]' --pcap /tmp/tcplab
@@ -91,13 +93,15 @@ The exit status is 1 if a case failed or was flaky.`,
 			}
 		}
 		n := 0
+		// The \r progress line is for a person watching: only on a terminal.
+		progress := !asJSON && tcplabIsTTY(os.Stderr)
 		rep := tcplab.RunAll(re, repeat, tcplab.RunOptions{PcapDir: pcap}, func(r tcplab.Result) {
 			n++
-			if !asJSON {
+			if progress {
 				fmt.Fprintf(os.Stderr, "\r%d runs done (%s %s)          ", n, r.Name, r.Status)
 			}
 		})
-		if !asJSON {
+		if progress {
 			fmt.Fprintln(os.Stderr)
 		}
 		if asJSON {
@@ -137,6 +141,13 @@ The exit status is 1 if a case failed or was flaky.`,
 		}
 		return nil
 	},
+}
+
+// tcplabIsTTY reports whether f is a terminal (TCGETS succeeds). anonymize.go has the same
+// helper (isTerminal); this one is separate so the two files do not depend on each other.
+func tcplabIsTTY(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func init() {

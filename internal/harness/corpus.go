@@ -105,8 +105,10 @@ func CorpusDump(tb testing.TB, name string) *Dump {
 func Main(m *testing.M) {
 	code := m.Run()
 	scratchMu.Lock()
-	if scratchDir != "" {
+	if scratchDir != "" && os.Getenv("CRIUKIT_KEEP_SCRATCH") == "" {
 		_ = os.RemoveAll(scratchDir)
+	} else if scratchDir != "" {
+		fmt.Fprintf(os.Stderr, "harness: CRIUKIT_KEEP_SCRATCH is set: kept %s\n", scratchDir)
 	}
 	scratchMu.Unlock()
 	os.Exit(code)

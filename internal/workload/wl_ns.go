@@ -123,6 +123,10 @@ func nsMounts(c *Ctx) error {
 		}
 		if mp := unescapeMountPath(fields[4]); mp == "/run/netns" || strings.HasPrefix(mp, "/run/netns/") || mp == "/var/run/netns" {
 			detach = append(detach, mp) // ip netns bind mounts: "doesn't have a proper root mount"
+		} else if mp == "/dev/shm" {
+			// The host's /dev/shm is shared with other tests (ghosts puts deleted files there): CRIU
+			// would tar its changing contents. A fresh private tmpfs is mounted instead, below.
+			detach = append(detach, mp)
 		} else if strings.HasPrefix(mp, tmpPrefix) {
 			// Other tests' scratch mounts (tmpfs, overlays under the temp dir): CRIU would tar their
 			// changing contents ("Can't dump tmpfs content") or fail on them when they go away.
@@ -135,6 +139,12 @@ func nsMounts(c *Ctx) error {
 	// Deepest first, so nested mounts go before their parents.
 	for i := len(detach) - 1; i >= 0; i-- {
 		_ = unix.Unmount(detach[i], unix.MNT_DETACH)
+	}
+	// Stacked mounts (the host may have several on /dev/shm) need one detach each.
+	for unix.Unmount("/dev/shm", unix.MNT_DETACH) == nil {
+	}
+	if err := unix.Mount("shm", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=1m"); err != nil {
+		return fmt.Errorf("mount a private /dev/shm: %w", err)
 	}
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount proc: %w", err)
