@@ -163,6 +163,7 @@ func clearProgress(o anonymize.Options) {
 	}
 }
 
+// isTerminal reports whether f is a terminal (TCGETS succeeds): progress lines go only there.
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil

@@ -11,7 +11,6 @@ import (
 
 	"github.com/criukit/criukit/tcplab"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 )
 
 var tcplabCmd = &cobra.Command{
@@ -94,7 +93,7 @@ The exit status is 1 if a case failed or was flaky.`,
 		}
 		n := 0
 		// The \r progress line is for a person watching: only on a terminal.
-		progress := !asJSON && tcplabIsTTY(os.Stderr)
+		progress := !asJSON && isTerminal(os.Stderr)
 		rep := tcplab.RunAll(re, repeat, tcplab.RunOptions{PcapDir: pcap}, func(r tcplab.Result) {
 			n++
 			if progress {
@@ -141,13 +140,6 @@ The exit status is 1 if a case failed or was flaky.`,
 		}
 		return nil
 	},
-}
-
-// tcplabIsTTY reports whether f is a terminal (TCGETS succeeds). anonymize.go has the same
-// helper (isTerminal); this one is separate so the two files do not depend on each other.
-func tcplabIsTTY(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 func init() {
