@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	apparmor "github.com/checkpoint-restore/go-criu/v8/crit/images/apparmor"
 	autofs "github.com/checkpoint-restore/go-criu/v8/crit/images/autofs"
@@ -64,6 +65,7 @@ import (
 	utsns "github.com/checkpoint-restore/go-criu/v8/crit/images/utsns"
 	vma "github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Kind is the framing family of an image file.
@@ -255,10 +257,23 @@ var descs = []*Desc{
 	{Name: "PIDFD", Pattern: "pidfd.img", Magic: "PIDFD", MagicValue: 0x54435556, Kind: KindProto, Legacy: true, New: nw[pidfd.PidfdEntry]()},
 }
 
+// descsByFirst holds, for each first byte of a file name, the descs (in table order) whose
+// pattern can match such a name: Classify then tries a handful of patterns instead of all.
+var descsByFirst [256][]*Desc
+
 func init() {
 	for _, d := range descs {
 		if d.Kind != KindRaw && d.Head == 0 && d.Name != "INVENTORY" {
 			d.Head = MagicImgCommon
+		}
+	}
+	for _, d := range descs { // table order is kept within each list
+		if d.Pattern != "" && d.Pattern[0] != '%' {
+			descsByFirst[d.Pattern[0]] = append(descsByFirst[d.Pattern[0]], d)
+			continue
+		}
+		for c := range descsByFirst { // (no such pattern today) could match any first byte
+			descsByFirst[c] = append(descsByFirst[c], d)
 		}
 	}
 }
@@ -309,7 +324,7 @@ func MagicName(v uint32) string {
 // decides). It returns ErrUnknownImage for names no CRIU version writes (logs, plugin images, ...).
 func Classify(name string) (*Desc, error) {
 	base := filepath.Base(name)
-	for _, d := range descs {
+	for _, d := range descsByFirst[base[0]] { // filepath.Base never returns ""
 		if matchPattern(d.Pattern, base) {
 			return d, nil
 		}
@@ -372,4 +387,30 @@ func matchPattern(pat, s string) bool {
 		s = s[n:]
 	}
 	return s == ""
+}
+
+// msgNames caches, per Desc, the full protobuf names of its entry messages: checking an entry's
+// type then costs no allocation (MessageFor makes a new message).
+var msgNames sync.Map // *Desc -> *[2]protoreflect.FullName{first, rest}
+
+// messageName returns the full name of the message of entry i ("" for raw files).
+func (d *Desc) messageName(i int) protoreflect.FullName {
+	if d == nil || d.New == nil {
+		return ""
+	}
+	v, ok := msgNames.Load(d)
+	if !ok {
+		var n [2]protoreflect.FullName
+		n[1] = d.New().ProtoReflect().Descriptor().FullName()
+		n[0] = n[1]
+		if d.NewFirst != nil {
+			n[0] = d.NewFirst().ProtoReflect().Descriptor().FullName()
+		}
+		v, _ = msgNames.LoadOrStore(d, &n)
+	}
+	n := v.(*[2]protoreflect.FullName)
+	if i == 0 {
+		return n[0]
+	}
+	return n[1]
 }

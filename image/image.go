@@ -138,18 +138,20 @@ func (img *Image) encode(w io.Writer) error {
 		}
 	}
 	var off int64 = 4 * int64(len(img.Head))
+	var scratch []byte // payload buffer reused across entries (w copies what it keeps)
 	for i, e := range img.Entries {
 		if e == nil || e.Msg == nil {
 			return ferr(img.Name, off, i, ErrWrongMessage, "nil entry")
 		}
-		want := d.MessageFor(i)
-		if got := e.Msg.ProtoReflect().Descriptor().FullName(); got != want.ProtoReflect().Descriptor().FullName() {
-			return ferr(img.Name, off, i, ErrWrongMessage, "have %s, %s needs %s", got, d.Pattern, want.ProtoReflect().Descriptor().FullName())
+		want := d.messageName(i)
+		if got := e.Msg.ProtoReflect().Descriptor().FullName(); got != want {
+			return ferr(img.Name, off, i, ErrWrongMessage, "have %s, %s needs %s", got, d.Pattern, want)
 		}
 		if err := checkExtra(d, i, e.Msg, e.Extra, i == len(img.Entries)-1); err != nil {
 			return &FormatError{File: img.Name, Offset: off, Entry: i, Err: err}
 		}
-		p, err := marshalOpts.Marshal(e.Msg)
+		p, err := marshalOpts.MarshalAppend(scratch[:0], e.Msg)
+		scratch = p
 		if err != nil {
 			return ferr(img.Name, off, i, ErrBadPayload, "%v", err)
 		}

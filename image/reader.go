@@ -42,6 +42,7 @@ type Reader struct {
 	err         error
 
 	scratch  []byte
+	hdr      [4]byte // u32 read buffer (a local array would escape to the heap through io.ReadFull)
 	extraOff int64
 	extraLen int64 // -1: to EOF
 	extraMem []byte
@@ -169,13 +170,12 @@ func (r *Reader) Close() error {
 }
 
 func (r *Reader) u32() (uint32, int, error) {
-	var b [4]byte
-	n, err := io.ReadFull(r.br, b[:])
+	n, err := io.ReadFull(r.br, r.hdr[:])
 	r.pos += int64(n)
 	if err != nil {
 		return 0, n, err
 	}
-	return order.Uint32(b[:]), n, nil
+	return order.Uint32(r.hdr[:]), n, nil
 }
 
 // readN reads n bytes from br, growing the buffer only as data arrives.

@@ -88,7 +88,7 @@ func (w *Writer) check(msg proto.Message) error {
 	if w.closed {
 		return ferr(w.name, w.off, w.index, ErrExtraMismatch, "unchunked ghost file has entries after its content")
 	}
-	want := w.desc.MessageFor(w.index).ProtoReflect().Descriptor().FullName()
+	want := w.desc.messageName(w.index)
 	if msg == nil || msg.ProtoReflect().Descriptor().FullName() != want {
 		return ferr(w.name, w.off, w.index, ErrWrongMessage, "%s needs %s", w.desc.Pattern, want)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
 	ipc_msg "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-msg"
@@ -46,12 +47,27 @@ type Options struct {
 
 // Marshal returns the crit JSON of img, without a trailing newline (crit adds one only on stdout).
 func Marshal(img *image.Image, o Options) ([]byte, error) {
-	w := &writer{pretty: o.Pretty, buf: make([]byte, 0, 4096)}
-	if err := marshalTo(w, img, o); err != nil {
+	bp := bufPool.Get().(*[]byte)
+	w := &writer{pretty: o.Pretty, buf: (*bp)[:0]}
+	err := marshalTo(w, img, o)
+	if err == nil && cap(w.buf) > 64<<10 {
+		return w.buf, nil // big document: hand the buffer over rather than copy it (and don't pool it)
+	}
+	var out []byte
+	if err == nil {
+		out = append([]byte(nil), w.buf...) // exact size: the scratch buffer goes back to the pool
+	}
+	*bp = w.buf[:0]
+	bufPool.Put(bp)
+	if err != nil {
 		return nil, err
 	}
-	return w.buf, nil
+	return out, nil
 }
+
+// bufPool holds Marshal's scratch buffers: most documents are small, and a fresh buffer each call
+// (zeroed, grown, collected) costs more than the copy of the result.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func marshalTo(w *writer, img *image.Image, o Options) error {
 	d := img.Desc

@@ -439,23 +439,26 @@ func unmarshalStream(data []byte, name string) (*image.Image, error) {
 		case "entries":
 			seenEntries = true
 			return p.elements(func(i int) error {
-				path := "entries[" + strconv.Itoa(i) + "]"
+				// The path is built only for errors and extras: it would cost an allocation per entry.
+				path := func() string { return "entries[" + strconv.Itoa(i) + "]" }
 				if p.peek() != '{' {
-					return fmt.Errorf("%s: want an object", path)
+					return fmt.Errorf("%s: want an object", path())
 				}
 				msg := d.MessageFor(i)
 				var ex object // allocated only for entries with extras
 				wire, err := p.transcode(p.scratch[:0], msg.ProtoReflect().Descriptor(), &ex)
 				if err != nil {
-					return atPath(path, err)
+					return atPath(path(), err)
 				}
 				p.scratch = wire
 				if err := wireUnmarshal.Unmarshal(wire, msg); err != nil {
-					return fmt.Errorf("%s: %v", path, err)
+					return fmt.Errorf("%s: %v", path(), err)
 				}
 				e := &image.Entry{Msg: msg}
-				if err := readExtra(d, i, e, ex, path); err != nil {
-					return err
+				if ex != nil { // readExtra does nothing without "extra"/"_extra_raw" keys
+					if err := readExtra(d, i, e, ex, path()); err != nil {
+						return err
+					}
 				}
 				img.Entries = append(img.Entries, e)
 				return nil
