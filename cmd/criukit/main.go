@@ -19,7 +19,14 @@ var root = &cobra.Command{
 	Long: `criukit works on top of stock CRIU (>= 4.2). It reads and writes every CRIU image file
 byte-exactly, and its decode/encode/show/info/x commands are drop-in replacements for CRIU's crit.
 
-Every subcommand has --help with examples. Output meant for scripts is available as JSON.`,
+  inspect      decode, encode, show, info, x, ls, pages
+  share        anonymize, report (bug bundle), doctor (what a dump will fail on)
+  dump/restore dump (ghost limits, copy budget, --cow), restore (guard for deduped images), ghosts
+  surgery      net rewrite, net close, clone, cow dedup|materialize|stats
+  labs         tcplab (TCP_REPAIR cases), memtrack (page writes), kvm demo
+
+Every subcommand has --help with examples. Output meant for scripts is available as JSON.
+Install CRIU 4.2 on Debian 12 with scripts/install-criu from the criukit source tree.`,
 	SilenceUsage:  true,
 	SilenceErrors: true,
 	Version:       version,
