@@ -40,35 +40,6 @@ func newNetns(t *testing.T, name string, addrs ...string) string {
 	return "/run/netns/" + name
 }
 
-func treePids(pid int) []int {
-	out := []int{pid}
-	for _, c := range children(pid) {
-		out = append(out, treePids(c)...)
-	}
-	return out
-}
-
-func dumpTree(t *testing.T, p *harness.Proc) *harness.Dump {
-	t.Helper()
-	pids := treePids(p.Pid)
-	d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
-	deadline := time.Now().Add(10 * time.Second)
-	for _, pid := range pids {
-		for {
-			var ws unix.WaitStatus
-			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("pid %d still exists after the dump", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	return d
-}
-
 var seqRe = regexp.MustCompile(`seq=(\d+) accepts=1 pair=up client=up`)
 
 func seq(t *testing.T, p *harness.Proc) int {
@@ -94,7 +65,7 @@ func TestLiveClone(t *testing.T) {
 	t.Run("refuse-unix-path", func(t *testing.T) {
 		sock := filepath.Join(t.TempDir(), "shared.sock")
 		p := harness.Start(t, "net-pair", harness.WithNetns(ns), harness.WithArgs("-server", "10.11.0.2", "-client", "10.11.0.1", "-unix", sock))
-		d := dumpTree(t, p)
+		d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
 		res, err := Clone(context.Background(), d.Dir, Options{Copies: 2, Out: filepath.Join(t.TempDir(), "c")})
 		if !errors.Is(err, ErrConflicts) || !strings.Contains(err.Error(), sock) {
 			t.Fatalf("err %v, want ErrConflicts naming %s (%+v)", err, sock, res)
@@ -106,7 +77,7 @@ func TestLiveClone(t *testing.T) {
 	t.Run("overlay-unix-path", func(t *testing.T) {
 		sock := filepath.Join(t.TempDir(), "shared.sock")
 		p := harness.Start(t, "net-pair", harness.WithNetns(ns), harness.WithArgs("-server", "10.11.0.2", "-client", "10.11.0.1", "-unix", sock))
-		d := dumpTree(t, p)
+		d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
 		res, err := Clone(context.Background(), d.Dir, Options{Copies: 2, Pool: netip.MustParsePrefix("10.31.0.0/24"), Overlay: true,
 			Out: filepath.Join(t.TempDir(), "c"), NetnsPrefix: fmt.Sprintf("crk-clone-%d-ov-", os.Getpid())})
 		if res != nil {
@@ -160,7 +131,7 @@ func TestLiveClone(t *testing.T) {
 			for seq(t, p) < 3 {
 				time.Sleep(50 * time.Millisecond)
 			}
-			d := dumpTree(t, p)
+			d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
 			var pool netip.Prefix
 			if tc.pool != "" {
 				pool = netip.MustParsePrefix(tc.pool)

@@ -24,7 +24,7 @@ func TestChecks(t *testing.T) {
 	p := harness.Start(t, "net-pair", harness.WithNetns(ns), harness.WithArgs("-server", "10.11.0.2", "-client", "10.11.0.1",
 		"-ext", "10.11.0.3:"+strings.TrimPrefix(echo.Info, "port=")))
 	waitPair(t, p, "ping-pong", func(s pairState) bool { return s.seq > 3 && s.ext == "up" })
-	d := dumpTree(t, p, "--tcp-established", "--network-lock", "nftables")
+	d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
 	server := mustAtoi(t, strings.TrimPrefix(p.Info, "port="))
 
 	// the client's ephemeral port, from the dump itself

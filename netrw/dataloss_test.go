@@ -28,7 +28,7 @@ func TestLiveDataLoss(t *testing.T) {
 				args = []string{"-6"}
 			}
 			p := harness.Start(t, "tcp", harness.WithArgs(args...))
-			d := dumpTree(t, p) // harness adds --tcp-established for this workload
+			d := p.Dump(t) // harness adds --tcp-established for this workload
 			out := filepath.Join(t.TempDir(), "closed")
 			rep, err := Close(d.Dir, CloseOptions{All: true, Output: Output{Dir: out}})
 			if err != nil {

@@ -89,44 +89,6 @@ func waitPair(t *testing.T, p *harness.Proc, what string, cond func(pairState) b
 	}
 }
 
-// treePids lists pid and its descendants (from /proc/PID/task/*/children).
-func treePids(pid int) []int {
-	out := []int{pid}
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, f := range tasks {
-		b, _ := os.ReadFile(f)
-		for _, c := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(c); err == nil {
-				out = append(out, treePids(n)...)
-			}
-		}
-	}
-	return out
-}
-
-// dumpTree dumps p and waits until every process of its tree is gone (restore reuses the pids).
-// The test process is a child subreaper, so orphaned children of the tree are reaped here.
-func dumpTree(t *testing.T, p *harness.Proc, extra ...string) *harness.Dump {
-	t.Helper()
-	pids := treePids(p.Pid)
-	d := p.Dump(t, extra...)
-	deadline := time.Now().Add(10 * time.Second)
-	for _, pid := range pids {
-		for {
-			var ws unix.WaitStatus
-			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("pid %d of the dumped tree still exists 10s after the dump", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	return d
-}
-
 // restoreIn restores dir with criu into netns (as harness does, but into a netns of our choice).
 func restoreIn(t *testing.T, dir, netns string, like *harness.Proc, extra ...string) *harness.Proc {
 	t.Helper()
@@ -171,7 +133,7 @@ func TestLiveMovePair(t *testing.T) {
 			nsB := newNetns(t, tc.newA...)
 			p := harness.Start(t, "net-pair", harness.WithNetns(nsA), harness.WithArgs("-server", tc.server, "-client", tc.client))
 			before := waitPair(t, p, "ping-pong before dump", func(s pairState) bool { return s.seq > 5 })
-			d := dumpTree(t, p, "--tcp-established", "--network-lock", "nftables")
+			d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
 			m, err := addrmap.Parse(tc.mapS)
 			if err != nil {
 				t.Fatal(err)
@@ -249,7 +211,7 @@ func TestLiveMoveOwnNetns(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := harness.Start(t, "net-pair-ownns", harness.WithArgs("-server", tc.server, "-client", tc.client, "-addrs", tc.addrs, "-prefsrc", tc.client))
 			before := waitPair(t, p, "ping-pong before dump", func(s pairState) bool { return s.seq > 5 })
-			d := dumpTree(t, p, "--tcp-established", "--network-lock", "nftables")
+			d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
 			m, err := addrmap.Parse(tc.mapS)
 			if err != nil {
 				t.Fatal(err)
@@ -320,7 +282,7 @@ func TestLiveCloseExternal(t *testing.T) {
 			extAP := netip.AddrPortFrom(netip.MustParseAddr(tc.ext), uint16(mustAtoi(t, port)))
 			p := harness.Start(t, "net-pair", harness.WithNetns(ns), harness.WithArgs("-server", tc.server, "-client", tc.client, "-ext", extAP.String()))
 			before := waitPair(t, p, "ping-pong before dump", func(s pairState) bool { return s.seq > 5 && s.ext == "up" })
-			d := dumpTree(t, p, "--tcp-established", "--network-lock", "nftables")
+			d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
 
 			out := filepath.Join(t.TempDir(), "closed")
 			rep, err := Close(d.Dir, CloseOptions{External: true, Output: Output{Dir: out}})
