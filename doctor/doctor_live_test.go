@@ -3,7 +3,6 @@ package doctor_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -66,7 +65,7 @@ func TestTreeObjects(t *testing.T) {
 			}
 			args := c.args
 			if len(args) == 1 && args[0] == "LISTENER" {
-				args = []string{unixListener(t)}
+				args = []string{harness.UnixListener(t)}
 			}
 			p := harness.Start(t, c.workload, harness.WithArgs(args...))
 			r, err := doctor.Run(context.Background(), doctor.Options{Pid: p.Pid, Criu: criu, NoCriu: true})
@@ -267,35 +266,4 @@ func TestOldCriu(t *testing.T) {
 			t.Errorf("feature %s taken from a criu that cannot start: %+v", ft.Name, ft)
 		}
 	}
-}
-
-// unixListener listens on a unix socket in this (test) process and keeps accepted connections
-// open until the test ends: a peer outside the dumped tree.
-func unixListener(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "ext.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return path
 }

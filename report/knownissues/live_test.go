@@ -3,7 +3,6 @@ package knownissues_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,11 +154,11 @@ func TestRealFailures(t *testing.T) {
 			return failDump(t, criu, cmd.Process.Pid, "")
 		}},
 		{"external-unix-socket", func(t *testing.T) string {
-			p := harness.Start(t, "doctor-unix-connect", harness.WithArgs(unixListener(t)))
+			p := harness.Start(t, "doctor-unix-connect", harness.WithArgs(harness.UnixListener(t)))
 			return failDump(t, criu, p.Pid, "")
 		}},
 		{"external-unix-socket", func(t *testing.T) string { // --ext-unix-sk does not help stream sockets
-			p := harness.Start(t, "doctor-unix-connect", harness.WithArgs(unixListener(t)))
+			p := harness.Start(t, "doctor-unix-connect", harness.WithArgs(harness.UnixListener(t)))
 			return failDump(t, criu, p.Pid, "", "--ext-unix-sk")
 		}},
 		{"old-criu-vdso", func(t *testing.T) string {
@@ -290,37 +289,6 @@ func waitChildSleep(t *testing.T, pid int) int {
 	}
 	t.Fatalf("no sleep process under pid %d", pid)
 	return 0
-}
-
-// unixListener listens on a unix socket in this (test) process and accepts connections, which
-// stay open until the test ends: peers outside any dumped tree.
-func unixListener(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "ext.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return path
 }
 
 func killTree(pid int) {
