@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/criukit/criukit/internal/nsrun"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,29 +56,6 @@ func workload(arg string) {
 			unix.Write(fd, bytes.ToUpper(buf[:n]))
 		}
 	}
-}
-
-func inNamedNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -137,7 +114,7 @@ func TestCRIUInterop(t *testing.T) {
 
 	// Listener and server side live in the test process, inside the namespace.
 	var lfd int
-	if err := inNamedNS(ns, func() error {
+	if err := nsrun.Do(ns, func() error {
 		var err error
 		if lfd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
 			return err
@@ -223,7 +200,7 @@ func TestCRIUInterop(t *testing.T) {
 		t.Fatalf("CRIU's receive queue %q", snap.InQ)
 	}
 	var fd int
-	if err := inNamedNS(ns, func() error {
+	if err := nsrun.Do(ns, func() error {
 		var err error
 		// CRIU keeps its nftables lock after a dump; a migration target unlocks after restore.
 		// Here soccr is the restorer, so remove CRIU's table (after the restore, like CRIU).

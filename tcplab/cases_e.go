@@ -2,6 +2,7 @@ package tcplab
 
 import (
 	"errors"
+	"github.com/criukit/criukit/internal/nsrun"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -218,7 +219,7 @@ func init() {
 				c.Write(c.B, "q")
 				snap := c.Checkpoint(c.A)
 				fd := -1
-				c.Must(inNS(c.sides[A].ns, func() error { var err error; fd, err = soccr.NewSocket(snap); return err }), "socket")
+				c.Must(nsrun.Do(c.sides[A].ns, func() error { var err error; fd, err = soccr.NewSocket(snap); return err }), "socket")
 				c.lock[A] = true
 				err := soccr.Restore(fd, snap, nil)
 				closeFD(fd)

@@ -3,6 +3,7 @@ package tcplab
 import (
 	"errors"
 	"fmt"
+	"github.com/criukit/criukit/internal/nsrun"
 	"net"
 	"os"
 	"strings"
@@ -478,7 +479,7 @@ func init() {
 				c.Must(err, "listen")
 				defer closeFD(lfd)
 				fd := -1
-				c.Must(inNS(c.sides[A].ns, func() error {
+				c.Must(nsrun.Do(c.sides[A].ns, func() error {
 					var err error
 					fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 					return err
@@ -599,7 +600,7 @@ func setMD5(fd int, peer interface{ As4() [4]byte }, key string) error {
 }
 
 func (l *Lab) setRouteMTU(s int, mtu int) error {
-	return inNS(l.sides[s].ns, func() error {
+	return nsrun.Do(l.sides[s].ns, func() error {
 		link, err := netlink.LinkByName("tl0")
 		if err != nil {
 			return err
@@ -626,7 +627,7 @@ func (l *Lab) setRouteMTU(s int, mtu int) error {
 // orphan, alloc and mem counters are global: other tests change them).
 func (l *Lab) sockstat(s int) string {
 	var out string
-	_ = inNS(l.sides[s].ns, func() error {
+	_ = nsrun.Do(l.sides[s].ns, func() error {
 		b, err := os.ReadFile("/proc/thread-self/net/sockstat")
 		for _, line := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(line); len(f) >= 7 && f[0] == "TCP:" {
@@ -642,7 +643,7 @@ func init() {
 	register(&Case{ID: "M02", Title: "IPv6 link-local addresses with a scope id", Expect: "bind/connect with the scope restored (soccr keeps the zone)", V6Only: true,
 		Run: func(c *C) {
 			lfd := -1
-			c.Must(inNS(c.sides[B].ns, func() error {
+			c.Must(nsrun.Do(c.sides[B].ns, func() error {
 				var err error
 				if lfd, err = unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0); err != nil {
 					return err
@@ -654,7 +655,7 @@ func init() {
 			}), "listen on link-local")
 			defer closeFD(lfd)
 			fd := -1
-			c.Must(inNS(c.sides[A].ns, func() error {
+			c.Must(nsrun.Do(c.sides[A].ns, func() error {
 				var err error
 				fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 				return err

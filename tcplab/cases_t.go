@@ -1,6 +1,7 @@
 package tcplab
 
 import (
+	"github.com/criukit/criukit/internal/nsrun"
 	"strings"
 	"time"
 
@@ -100,7 +101,7 @@ func init() {
 				snap := c.Checkpoint(c.A)
 				c.Hold(nil)
 				fd := -1
-				c.Must(inNS(c.sides[A].ns, func() error { var err error; fd, err = soccr.NewSocket(snap); return err }), "socket")
+				c.Must(nsrun.Do(c.sides[A].ns, func() error { var err error; fd, err = soccr.NewSocket(snap); return err }), "socket")
 				c.A.close()
 				c.A.fd = fd
 				c.lock[A] = true

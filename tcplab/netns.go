@@ -2,6 +2,7 @@ package tcplab
 
 import (
 	"fmt"
+	"github.com/criukit/criukit/internal/nsrun"
 	"net"
 	"net/netip"
 	"os"
@@ -14,32 +15,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// inNS runs fn on a thread switched into ns. If switching back fails the thread stays locked,
-// so the runtime discards it when the goroutine ends.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
 
 // side is one half of the topology: a fresh netns with a TUN device.
 type side struct {
@@ -238,7 +213,7 @@ func (s *side) close() {
 // readNetstat returns the TcpExt and Tcp counters of the side's netns.
 func (s *side) readNetstat() (map[string]int64, error) {
 	out := map[string]int64{}
-	err := inNS(s.ns, func() error {
+	err := nsrun.Do(s.ns, func() error {
 		for _, f := range []string{"/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp"} {
 			b, err := os.ReadFile(f)
 			if err != nil {

@@ -3,6 +3,7 @@ package tcplab
 import (
 	"errors"
 	"fmt"
+	"github.com/criukit/criukit/internal/nsrun"
 	"net/netip"
 
 	"github.com/criukit/criukit/soccr"
@@ -62,7 +63,7 @@ func (l *Lab) family() int {
 // socket creates a non-blocking TCP socket in side s with the lab's buffers and TCP_NODELAY.
 func (l *Lab) socket(s int) (int, error) {
 	fd := -1
-	err := inNS(l.sides[s].ns, func() error {
+	err := nsrun.Do(l.sides[s].ns, func() error {
 		var err error
 		fd, err = unix.Socket(l.family(), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		return err
@@ -259,7 +260,7 @@ func (l *Lab) Restore(s *Sock, snap *soccr.Snapshot) error {
 
 func (l *Lab) restoreInto(side int, snap *soccr.Snapshot, into *Sock, check, resume bool) (*Sock, error) {
 	fd := -1
-	err := inNS(l.sides[side].ns, func() error {
+	err := nsrun.Do(l.sides[side].ns, func() error {
 		var err error
 		fd, err = soccr.NewSocket(snap)
 		return err
