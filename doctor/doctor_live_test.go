@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,12 +140,11 @@ func TestTCPEstablishedOption(t *testing.T) {
 func TestSessionAndMounts(t *testing.T) {
 	criu := harness.Criu(t)
 	t.Run("not-session-leader", func(t *testing.T) {
-		cmd := exec.Command("sleep", "600")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		check(t, criu, cmd.Process.Pid, "", "not-session-leader")
+		check(t, criu, harness.NotSessionLeader(t), "", "not-session-leader")
+	})
+	t.Run("session-leader-outside-pidns", func(t *testing.T) {
+		p := harness.Start(t, "sleep", harness.WithNamespaces(syscall.CLONE_NEWPID), harness.InCallersSession())
+		check(t, criu, p.Pid, "", "session-leader-outside-pidns")
 	})
 	t.Run("mntns-unreachable-sharing", func(t *testing.T) {
 		testenv.Command(t, "ip")

@@ -64,15 +64,53 @@ func (r *Report) tree(o Options) error {
 }
 
 func (r *Report) sessionLeader(o Options) {
-	sid, err := unix.Getsid(o.Pid)
-	if err != nil || sid == o.Pid || hasArg(o.DumpArgs, "--shell-job", "-j") {
+	if hasArg(o.DumpArgs, "--shell-job", "-j") {
 		return
 	}
-	r.add(Finding{ID: "not-session-leader", Severity: SevError, Pid: o.Pid, FD: -1,
-		What:  fmt.Sprintf("the root process %d is not a session leader (its session is %d)", o.Pid, sid),
-		Where: fmt.Sprintf("pid %d", o.Pid),
-		Why:   "CRIU dumps whole sessions; a tree whose session leader is outside needs the shell's help on restore",
-		Fix:   "start the workload with setsid (stdio on files or /dev/null), or dump with --shell-job (-j) and restore from a shell"})
+	// CRIU asks the task itself (getsid in its own pid namespace): read the innermost ids.
+	pid, sid, ok := innerIDs(o.Pid)
+	if !ok {
+		return
+	}
+	switch {
+	case sid == 0:
+		r.add(Finding{ID: "session-leader-outside-pidns", Severity: SevError, Pid: o.Pid, FD: -1,
+			What:  fmt.Sprintf("the session leader of %d is outside its pid namespace (NSsid is 0 there)", o.Pid),
+			Where: fmt.Sprintf("pid %d", o.Pid),
+			Why:   "CRIU records sessions by the id the task sees; a leader in an ancestor pid namespace has none",
+			Fix:   "start the workload with setsid inside its pid namespace (e.g. unshare --pid --fork setsid CMD), or dump with --shell-job (-j)"})
+	case sid != pid:
+		r.add(Finding{ID: "not-session-leader", Severity: SevError, Pid: o.Pid, FD: -1,
+			What:  fmt.Sprintf("the root process %d is not a session leader (its session is %d)", o.Pid, sid),
+			Where: fmt.Sprintf("pid %d", o.Pid),
+			Why:   "CRIU dumps whole sessions; a tree whose session leader is outside needs the shell's help on restore",
+			Fix:   "start the workload with setsid (stdio on files or /dev/null), or dump with --shell-job (-j) and restore from a shell"})
+	}
+}
+
+// innerIDs returns pid's process and session ids as seen in its own (innermost) pid namespace:
+// the last fields of NSpid and NSsid in /proc/PID/status.
+func innerIDs(pid int) (inPid, inSid int, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	last := func(key string) (int, bool) {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, found := strings.CutPrefix(l, key+":"); found {
+				f := strings.Fields(v)
+				if len(f) == 0 {
+					return 0, false
+				}
+				n, err := strconv.Atoi(f[len(f)-1])
+				return n, err == nil
+			}
+		}
+		return 0, false
+	}
+	inPid, ok1 := last("NSpid")
+	inSid, ok2 := last("NSsid")
+	return inPid, inSid, ok1 && ok2
 }
 
 // readInet maps socket inodes of pid's network namespace to their TCP state name.

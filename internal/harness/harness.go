@@ -75,6 +75,7 @@ type startCfg struct {
 	cloneflags uintptr
 	flagsSet   bool
 	dir        string
+	noSetsid   bool
 }
 
 // WithArgs passes arguments to the workload.
@@ -91,6 +92,11 @@ func WithNetns(path string) Option { return func(c *startCfg) { c.netns = path }
 func WithNamespaces(flags uintptr) Option {
 	return func(c *startCfg) { c.cloneflags, c.flagsSet = flags, true }
 }
+
+// InCallersSession starts the workload in the test's own session instead of a new one. Use it
+// only for failures that need it: whether that session's leader is visible depends on how the
+// test was started (under a CI runner it is often in another pid namespace).
+func InCallersSession() Option { return func(c *startCfg) { c.noSetsid = true } }
 
 func withDir(dir string) Option { return func(c *startCfg) { c.dir = dir } }
 
@@ -140,7 +146,7 @@ func Start(tb testing.TB, name string, opts ...Option) *Proc {
 	if cfg.cloneflags != 0 {
 		cmd.Env = append(cmd.Env, workload.EnvInNS+"=1")
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: cfg.cloneflags}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: !cfg.noSetsid, Cloneflags: cfg.cloneflags}
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("harness.Start %s: %v", name, err)
 	}

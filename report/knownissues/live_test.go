@@ -146,12 +146,12 @@ func TestRealFailures(t *testing.T) {
 			return log
 		}},
 		{"not-session-leader", func(t *testing.T) string {
-			cmd := exec.Command("sleep", "600") // same session as the test: not a leader
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			return failDump(t, criu, cmd.Process.Pid, "")
+			return failDump(t, criu, harness.NotSessionLeader(t), "")
+		}},
+		{"session-leader-outside-pidns", func(t *testing.T) string {
+			// init of a new pid namespace, still in the test's session: its leader is outside.
+			p := harness.Start(t, "sleep", harness.WithNamespaces(syscall.CLONE_NEWPID), harness.InCallersSession())
+			return failDump(t, criu, p.Pid, "")
 		}},
 		{"external-unix-socket", func(t *testing.T) string {
 			p := harness.Start(t, "doctor-unix-connect", harness.WithArgs(harness.UnixListener(t)))
