@@ -202,23 +202,38 @@ func readPagemap(path string) (*image.Image, *pagemap.PagemapHead, []*pagemap.Pa
 	return img, head, ents, nil
 }
 
-func newEntry(va, n uint64, flags uint32, nr5 bool) *pagemap.PagemapEntry {
-	e := &pagemap.PagemapEntry{Vaddr: proto.Uint64(va), CompatNrPages: proto.Uint32(uint32(n)), Flags: proto.Uint32(flags)}
-	if n > 0xffffffff {
-		e.CompatNrPages = proto.Uint32(0xffffffff)
+// pment is one pagemap entry to write: a run built here (va, n, flags) or, when orig is set, an
+// entry kept as it was in the input. Values, not messages: a big pagemap has one per run and the
+// message is only built (into one reused struct) when the file is written.
+type pment struct {
+	va, n uint64
+	flags uint32
+	nr5   bool
+	orig  *pagemap.PagemapEntry
+}
+
+func newEntry(va, n uint64, flags uint32, nr5 bool) pment {
+	return pment{va: va, n: n, flags: flags, nr5: nr5}
+}
+
+// fill sets m (whose scalar pointers are preallocated) to e; m.NrPages/InParent are set or cleared.
+func (e *pment) fill(m *pagemap.PagemapEntry, nrPages *uint64, inParent *bool) {
+	*m.Vaddr, *m.Flags = e.va, e.flags
+	*m.CompatNrPages = uint32(min(e.n, 0xffffffff))
+	m.NrPages = nil
+	if e.nr5 || e.n > 0xffffffff {
+		*nrPages = e.n
+		m.NrPages = nrPages
 	}
-	if nr5 || n > 0xffffffff {
-		e.NrPages = proto.Uint64(n)
+	m.InParent = nil
+	if e.flags&image.PEParent != 0 {
+		m.InParent = inParent
 	}
-	if flags&image.PEParent != 0 {
-		e.InParent = proto.Bool(true)
-	}
-	return e
 }
 
 // runs accumulates pagemap entries, merging contiguous pages of one kind.
 type runs struct {
-	ents []*pagemap.PagemapEntry
+	ents []pment
 	nr5  bool
 	// last run
 	va, n   uint64
@@ -262,7 +277,7 @@ func (r *runs) skip(n, m int64) {
 }
 
 // writePagemap streams a pagemap image (head + entries) to path (temp file + rename).
-func writePagemap(path string, like *image.Image, pagesID uint32, ents []*pagemap.PagemapEntry) error {
+func writePagemap(path string, like *image.Image, pagesID uint32, ents []pment) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
 	if err != nil {
 		return err
@@ -276,8 +291,18 @@ func writePagemap(path string, like *image.Image, pagesID uint32, ents []*pagema
 		if err := w.Write(&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}, nil); err != nil {
 			return err
 		}
-		for _, e := range ents {
-			if err := w.Write(e, nil); err != nil {
+		m := &pagemap.PagemapEntry{Vaddr: new(uint64), CompatNrPages: new(uint32), Flags: new(uint32)}
+		nrPages, inParent := new(uint64), proto.Bool(true)
+		for i := range ents {
+			e := &ents[i]
+			if e.orig != nil {
+				if err := w.Write(e.orig, nil); err != nil {
+					return err
+				}
+				continue
+			}
+			e.fill(m, nrPages, inParent)
+			if err := w.Write(m, nil); err != nil { // marshalled at once: m can be reused
 				return err
 			}
 		}
@@ -368,7 +393,7 @@ func dedupInto(src, out string, opt Options) (res *Result, err error) {
 		for _, e := range pents {
 			fl := image.PagemapFlags(e)
 			if fl&image.PEPresent == 0 {
-				w.other(e)
+				w.other(pment{orig: e})
 				continue
 			}
 			for j := uint64(0); j < image.NrPages(e); j++ {

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"sync"
 
-	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/criukit/criukit/image"
 	"golang.org/x/sys/unix"
 )
@@ -75,7 +74,46 @@ type procWriter struct {
 	nullZone int64
 	started  bool
 	frames   []FramePage
-	used     map[loc]bool // source pages this process already reads (a page used twice would need a new level each time)
+	used     [][]uint64 // per source process: bitset of pages this process already reads (a page used twice would need a new level each time)
+	pcur     int        // cursor into the tree parent's vas (pages arrive in address order)
+	sib      int        // the sibling that came just before (-1: none)
+	scur     int        // cursor into its vas
+}
+
+func (w *procWriter) isUsed(l loc) bool {
+	b := w.used[l.proc]
+	i := l.idx >> 6
+	return i < int64(len(b)) && b[i]&(1<<(l.idx&63)) != 0
+}
+
+func (w *procWriter) setUsed(l loc) {
+	b := w.used[l.proc]
+	if i := l.idx >> 6; i >= int64(len(b)) {
+		n := max(i+1, int64(len(w.d.procs[l.proc].keptVA)+63)>>6)
+		b = append(b, make([]uint64, n-int64(len(b)))...)
+		w.used[l.proc] = b
+	}
+	b[l.idx>>6] |= 1 << (l.idx & 63)
+}
+
+// cursorLoc finds proc pi's page at va. Pages arrive in increasing address order, so a cursor
+// walks pi's sorted vas; an out-of-order va falls back to a binary search.
+func (w *procWriter) cursorLoc(pi int, cur *int, va uint64) (loc, bool) {
+	p := w.d.procs[pi]
+	vas := p.vas
+	i := min(*cur, len(vas))
+	if i > 0 && vas[i-1] >= va {
+		i = sort.Search(len(vas), func(k int) bool { return vas[k] >= va })
+	} else {
+		for i < len(vas) && vas[i] < va {
+			i++
+		}
+	}
+	*cur = i
+	if i < len(vas) && vas[i] == va {
+		return p.locs[i], true
+	}
+	return loc{}, false
 }
 
 type lvState struct {
@@ -98,10 +136,19 @@ func (d *deduper) begin(pid, ppid int, pagesID uint32, like *image.Image, nr5 bo
 	d.procs = append(d.procs, p)
 	d.byPid[pid] = int(me)
 	w := &procWriter{d: d, p: p, me: me, like: like, nr5: nr5, f: f, w: bufio.NewWriterSize(f, 1<<20),
-		top: &runs{nr5: nr5}, parent: -1, frames: d.opt.Frames[pid], used: map[loc]bool{},
+		top: &runs{nr5: nr5}, parent: -1, sib: -1, frames: d.opt.Frames[pid], used: make([][]uint64, len(d.procs)),
 		st: ProcStat{Pid: pid, Ppid: ppid, PagesID: pagesID, Sources: map[int]int64{}}}
+	for k := len(d.procs) - 2; k >= 0 && ppid != 0; k-- {
+		if d.procs[k].ppid == ppid {
+			w.sib = k // pages the parent no longer has are often shared by siblings, at the same address
+			break
+		}
+	}
 	if i, ok := d.byPid[ppid]; ok && ppid != pid {
 		w.parent = i
+		// a forked child usually maps about what its parent maps
+		p.vas = make([]uint64, 0, len(d.procs[i].vas))
+		p.locs = make([]loc, 0, len(d.procs[i].vas))
 	}
 	return w, nil
 }
@@ -111,7 +158,7 @@ func (w *procWriter) abort() {
 }
 
 // other keeps a pagemap entry that has no pages (a hole).
-func (w *procWriter) other(e *pagemap.PagemapEntry) {
+func (w *procWriter) other(e pment) {
 	w.top.flush()
 	w.top.ents = append(w.top.ents, e)
 }
@@ -156,8 +203,16 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte) error
 				cand, found = l, true
 			}
 		}
+		tried := loc{proc: -1}
 		if !found && w.parent >= 0 {
-			if l, ok := d.procs[w.parent].lookup(va); ok && l.proc != w.me && w.same(l, buf) {
+			if l, ok := w.cursorLoc(w.parent, &w.pcur, va); ok && l.proc != w.me {
+				if tried = l; w.same(l, buf) {
+					cand, found = l, true
+				}
+			}
+		}
+		if !found && w.sib >= 0 {
+			if l, ok := w.cursorLoc(w.sib, &w.scur, va); ok && l.proc != w.me && l != tried && w.same(l, buf) {
 				cand, found = l, true
 			}
 		}
@@ -168,7 +223,7 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte) error
 			}
 		}
 	}
-	if found && w.used[cand] {
+	if found && w.isUsed(cand) {
 		found = false // e.g. many equal (zero-filled) pages: store them, do not open a level per copy
 	}
 	lvl := -1
@@ -189,7 +244,7 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte) error
 	}
 	p := w.p
 	if lvl >= 0 {
-		w.used[cand] = true
+		w.setUsed(cand)
 		w.matches = append(w.matches, match{va: va, src: cand, lvl: lvl})
 		p.vas, p.locs = append(p.vas, va), append(p.locs, cand)
 		w.top.add(va, image.PEParent, -1)
@@ -251,7 +306,7 @@ func (w *procWriter) finish(copyFrom string) error {
 	type pmFile struct {
 		path    string
 		pagesID uint32
-		ents    []*pagemap.PagemapEntry
+		ents    []pment
 	}
 	var files []pmFile
 	switch {

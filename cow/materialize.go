@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/criukit/criukit/image"
 )
 
@@ -96,7 +95,7 @@ func materializeInto(src, out string) error {
 			return err
 		}
 		w := bufio.NewWriterSize(f, 1<<20)
-		var nents []*pagemap.PagemapEntry
+		var nents []pment
 		nr5 := false
 		for _, e := range pents {
 			nr5 = nr5 || e.NrPages != nil
@@ -104,7 +103,7 @@ func materializeInto(src, out string) error {
 		for _, e := range pents {
 			fl := image.PagemapFlags(e)
 			if fl&(image.PEParent|image.PEPresent) == 0 {
-				nents = append(nents, e)
+				nents = append(nents, pment{orig: e})
 				continue
 			}
 			n := image.NrPages(e)

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/internal/criurun"
 	"golang.org/x/sys/unix"
@@ -83,13 +82,13 @@ type shmemWriter struct {
 	pagesID     uint32
 	f           *os.File
 	w           *bufio.Writer
-	ents        []*pagemap.PagemapEntry
+	ents        []pment
 }
 
 // Serve runs one criu page-server session on c until PS_IOV_CLOSE (and criu's end of file).
 func (s *PageServer) Serve(c io.ReadWriter) error {
-	r := bufio.NewReaderSize(c, 1<<20)
-	hdr := make([]byte, psHeaderSize)
+	r := newChunkReader(c, 8, 512<<10)
+	defer r.close()
 	ps := pageSize()
 	desc, err := image.Classify("pagemap-1.img")
 	if err != nil {
@@ -131,7 +130,8 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 	}()
 	reply := func(b []byte) error { _, err := c.Write(b); return err }
 	for {
-		if _, err := io.ReadFull(r, hdr); err != nil {
+		hdr, err := r.next(psHeaderSize)
+		if err != nil {
 			if err == io.EOF {
 				return fmt.Errorf("%w: criu closed the connection without PS_IOV_CLOSE", ErrProtocol)
 			}
@@ -199,21 +199,26 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 			}
 			if sh != nil {
 				sh.ents = append(sh.ents, newEntry(h.vaddr, h.nrPages, flags, true))
-				if _, err := io.CopyN(sh.w, r, int64(h.nrPages)*ps); err != nil {
-					return err
+				for j := uint64(0); j < h.nrPages; j++ {
+					pg, err := r.next(int(ps))
+					if err != nil {
+						return fmt.Errorf("shmem %s: page data at %#x: %w", sh.name, h.vaddr+j*uint64(ps), err)
+					}
+					if _, err := sh.w.Write(pg); err != nil {
+						return err
+					}
 				}
 				s.recvd += int64(h.nrPages) * ps
 				continue
 			}
 			for j := uint64(0); j < h.nrPages; j++ {
-				pg, err := r.Peek(int(ps)) // no copy: the page is used in the reader's buffer
+				pg, err := r.next(int(ps)) // usually no copy: the page is used in the reader's chunk
 				if err != nil {
 					return fmt.Errorf("pid %d: page data at %#x: %w", curPid, h.vaddr+j*uint64(ps), err)
 				}
 				if err := cur.page(h.vaddr+j*uint64(ps), flags, j == 0, pg); err != nil {
 					return err
 				}
-				_, _ = r.Discard(int(ps))
 			}
 			s.recvd += int64(h.nrPages) * ps
 		case psIovClose, psIovForceClose:
@@ -223,7 +228,7 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 			if err := reply(make([]byte, 4)); err != nil {
 				return err
 			}
-			_, _ = io.Copy(io.Discard, r) // criu closes its side
+			r.drain() // criu closes its side
 			return nil
 		case psIovGet:
 			return fmt.Errorf("%w: PS_IOV_GET (lazy pages) is not supported", ErrProtocol)

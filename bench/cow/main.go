@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -27,6 +28,8 @@ import (
 	"github.com/criukit/criukit/internal/workload"
 	"golang.org/x/sys/unix"
 )
+
+var cpuProfile string
 
 type row struct {
 	mode                      string
@@ -60,6 +63,7 @@ func main() {
 	modes := flag.String("modes", strings.Join(workload.CowModes, ","), "variants")
 	cold := flag.Bool("cold", true, "also time restores after drop_caches")
 	work := flag.String("work", "", "scratch directory (default: a temp dir, removed at the end)")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of criukit's side of the page-server dumps to this file")
 	flag.Parse()
 	if *big {
 		*mib = 1024
@@ -271,10 +275,19 @@ func runOne(criu, dir, mode string, mib, kids int, coldToo bool) (r row) {
 	}
 	r.dumpS = time.Since(t0).Seconds()
 	unix.Sync()
+	if cpuProfile != "" {
+		if f, err := os.Create(cpuProfile + "." + mode); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer f.Close()
+		}
+	}
 	pres, err := cow.DumpDedupPageServer(context.Background(), pid, criurun.Opts{Criu: criu, Verbosity: 2, ImagesDir: ps, LogFile: dir + "/dump-ps.log", Args: args}, cow.Options{})
 	if err != nil {
 		r.err = err
 		return
+	}
+	if cpuProfile != "" {
+		pprof.StopCPUProfile()
 	}
 	r.psDumpS = pres.DumpSeconds + pres.DedupSeconds
 	r.psBytes, r.levels = pres.PagesAfter, pres.Levels
