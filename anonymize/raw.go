@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/criukit/criukit/anonymize/logscrub"
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/image/nldump"
 )
 
 func (r *run) rawFile(name string) error {
@@ -162,112 +161,27 @@ func (r *run) repackTarStream(in io.Reader, out io.Writer) (int, error) {
 	return n, tw.Close()
 }
 
-// rtnetlink constants used by `ip addr/route/rule save` dumps.
-const (
-	ipaddMagic    = 0x47361222 // ip addr save
-	routeMagic    = 0x45311224 // ip route save
-	ruleMagic     = 0x71706986 // ip rule save
-	rtmNewLink    = 16
-	rtmNewAddr    = 20
-	rtmNewRoute   = 24
-	rtmNewRule    = 32
-	ifaAddress    = 1
-	ifaLocal      = 2
-	ifaLabel      = 3
-	ifaBroadcast  = 4
-	ifaAnycast    = 5
-	ifaMulticast  = 7
-	rtaDst        = 1
-	rtaSrc        = 2
-	rtaGateway    = 5
-	rtaPrefsrc    = 7
-	fraDst        = 1
-	fraSrc        = 2
-	fraIifname    = 3
-	fraOifname    = 17
-	nlmsgHdrLen   = 16
-	ifaddrmsgLen  = 8
-	rtmsgLen      = 12
-	fibRuleHdrLen = 12
-)
-
-var errNetlink = errors.New("bad netlink record")
-
-// walkIPDump calls fn for every attribute of the address, route and rule messages of an
-// iproute2 save dump (val aliases b, so fn may rewrite it in place).
-func walkIPDump(b []byte, fn func(typ, at uint16, val []byte, dstLen, srcLen int)) (int, error) {
-	if len(b) < 4 {
-		return 0, fmt.Errorf("%w: no iproute2 dump magic", errNetlink)
-	}
-	if m := binary.LittleEndian.Uint32(b); m != ipaddMagic && m != routeMagic && m != ruleMagic {
-		return 0, fmt.Errorf("%w: no iproute2 dump magic", errNetlink)
-	}
-	n := 0
-	for off := 4; off < len(b); {
-		if len(b)-off < nlmsgHdrLen {
-			return n, fmt.Errorf("%w: truncated header at offset %d", errNetlink, off)
-		}
-		l := int(binary.LittleEndian.Uint32(b[off:]))
-		typ := binary.LittleEndian.Uint16(b[off+4:])
-		if l < nlmsgHdrLen || off+l > len(b) {
-			return n, fmt.Errorf("%w: length %d at offset %d", errNetlink, l, off)
-		}
-		msg := b[off+nlmsgHdrLen : off+l]
-		hdr, dstLen, srcLen := 0, -1, -1
-		switch typ {
-		case rtmNewAddr:
-			hdr = ifaddrmsgLen
-		case rtmNewRoute:
-			hdr = rtmsgLen
-		case rtmNewRule:
-			hdr = fibRuleHdrLen
-		default:
-			off += align4(l)
-			n++
-			continue
-		}
-		if len(msg) < hdr {
-			return n, fmt.Errorf("%w: short message at offset %d", errNetlink, off)
-		}
-		if typ != rtmNewAddr {
-			dstLen, srcLen = int(msg[1]), int(msg[2])
-		}
-		for a := hdr; a+4 <= len(msg); {
-			al := int(binary.LittleEndian.Uint16(msg[a:]))
-			at := binary.LittleEndian.Uint16(msg[a+2:]) & 0x3fff
-			if al < 4 || a+al > len(msg) {
-				return n, fmt.Errorf("%w: attribute length %d at offset %d", errNetlink, al, off+nlmsgHdrLen+a)
-			}
-			fn(typ, at, msg[a+4:a+al], dstLen, srcLen)
-			a += align4(al)
-		}
-		off += align4(l)
-		n++
-	}
-	return n, nil
-}
-
-// rewriteIPDump maps addresses and names in an iproute2 save dump in place (same length).
+// rewriteIPDump maps addresses (multipath gateways and RTA_VIA included) and interface names of
+// an iproute2 save dump in place (same length) and returns its number of messages.
 func (r *run) rewriteIPDump(b []byte) (int, error) {
-	return walkIPDump(b, func(typ, at uint16, val []byte, dstLen, srcLen int) {
-		switch {
-		case typ == rtmNewAddr && (at == ifaAddress || at == ifaLocal || at == ifaBroadcast || at == ifaAnycast || at == ifaMulticast):
-			r.rewriteAddr(val, -1)
-		case typ == rtmNewAddr && at == ifaLabel:
-			r.rewriteName(val)
-		case typ == rtmNewRoute && at == rtaDst, typ == rtmNewRule && at == fraDst:
-			r.rewriteAddr(val, dstLen)
-		case typ == rtmNewRoute && at == rtaSrc, typ == rtmNewRule && at == fraSrc:
-			r.rewriteAddr(val, srcLen)
-		case typ == rtmNewRoute && (at == rtaGateway || at == rtaPrefsrc):
-			r.rewriteAddr(val, -1)
-		case typ == rtmNewRule && (at == fraIifname || at == fraOifname):
-			r.rewriteName(val)
+	d, err := nldump.Parse(b)
+	if err != nil {
+		return 0, err
+	}
+	data := d.Bytes()
+	for _, f := range d.Fields() {
+		plen := f.Bits
+		if d.Kind == nldump.KindAddr {
+			plen = -1 // an interface address is mapped whole; its prefix length stays
 		}
-	})
+		r.rewriteAddr(data[f.Offset:f.Offset+f.Addr.BitLen()/8], plen)
+	}
+	for _, f := range d.Names() {
+		r.rewriteName(data[f.Offset : f.Offset+f.Len])
+	}
+	copy(b, data)
+	return d.Len(), nil
 }
-
-func align4(n int) int { return (n + 3) &^ 3 }
 
 // rewriteAddr maps an address in place; with a prefix length >= 0 the host bits stay zero-based
 // (a route to 10.1.2.0/24 stays a network address).

@@ -15,6 +15,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/cgroup"
 	"github.com/criukit/criukit/anonymize/pseudo"
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/image/nldump"
 	"github.com/criukit/criukit/internal/harness"
 	"github.com/criukit/criukit/internal/workload"
 	"google.golang.org/protobuf/proto"
@@ -121,8 +122,23 @@ func TestIPDumpRewrite(t *testing.T) {
 	if !bytes.Contains(route, []byte{dst[0], dst[1], dst[2], 0}) {
 		t.Errorf("route dst not a network address: %x", route)
 	}
-	if _, err := walkIPDump([]byte{1, 2, 3, 4, 5}, nil); err == nil {
+	if _, err := r.rewriteIPDump([]byte{1, 2, 3, 4, 5}); err == nil {
 		t.Error("garbage accepted")
+	}
+	// an ECMP route: the gateways sit in rtnexthop records inside RTA_MULTIPATH
+	gw1, gw2 := []byte{10, 77, 0, 9}, []byte{10, 79, 0, 9}
+	nh := func(gw []byte) []byte {
+		a := nlAttr(rtaGateway, gw)
+		h := []byte{byte(8 + len(a)), 0, 0, 0, 3, 0, 0, 0}
+		return append(h, a...)
+	}
+	multi := binary.LittleEndian.AppendUint32(nil, routeMagic)
+	multi = append(multi, nlMsg(rtmNewRoute, []byte{2, 0, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0}, nlAttr(rtaMultipath, append(nh(gw1), nh(gw2)...)))...)
+	if _, err := r.rewriteIPDump(multi); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(multi, gw1) || bytes.Contains(multi, gw2) {
+		t.Errorf("multipath gateway left: %x", multi)
 	}
 }
 
@@ -195,6 +211,20 @@ func TestTarRepack(t *testing.T) {
 	}
 }
 
+// rtnetlink numbers for hand-made iproute2 save dumps.
+const (
+	ipaddMagic   = nldump.MagicAddr
+	routeMagic   = nldump.MagicRoute
+	rtmNewAddr   = 20
+	rtmNewRoute  = 24
+	ifaAddress   = 1
+	ifaLocal     = 2
+	ifaLabel     = 3
+	rtaDst       = 1
+	rtaGateway   = 5
+	rtaMultipath = 9
+)
+
 func FuzzIPDump(f *testing.F) {
 	d := binary.LittleEndian.AppendUint32(nil, ipaddMagic)
 	d = append(d, nlMsg(rtmNewAddr, []byte{2, 24, 0, 0, 3, 0, 0, 0}, nlAttr(ifaAddress, []byte{10, 0, 0, 1}), nlAttr(ifaLabel, []byte("eth9\x00")))...)
@@ -209,7 +239,7 @@ func FuzzIPDump(f *testing.F) {
 			t.Fatal("length changed")
 		}
 		if err == nil {
-			if _, err := walkIPDump(b, func(uint16, uint16, []byte, int, int) {}); err != nil {
+			if _, err := nldump.Parse(b); err != nil {
 				t.Fatalf("rewritten dump does not parse: %v", err)
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	remap_file_path "github.com/checkpoint-restore/go-criu/v8/crit/images/remap-file-path"
 	"github.com/criukit/criukit/anonymize/dict"
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/image/nldump"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -86,7 +87,7 @@ func (r *run) verify() error {
 			case image.RawIPDump:
 				b, err := os.ReadFile(path)
 				if err == nil {
-					_, err = walkIPDump(b, func(uint16, uint16, []byte, int, int) {})
+					_, err = nldump.Parse(b)
 				}
 				if err != nil {
 					problems = append(problems, fmt.Sprintf("%s: %v", name, err))

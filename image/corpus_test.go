@@ -19,6 +19,7 @@ import (
 	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	pstree "github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
+	"github.com/criukit/criukit/image/nldump"
 	"github.com/criukit/criukit/internal/harness"
 )
 
@@ -228,17 +229,20 @@ func TestCorpusMemory(t *testing.T) {
 func checkRaw(t *testing.T, w string, img *Image) {
 	switch img.Desc.Name {
 	case "IFADDR", "ROUTE", "ROUTE6", "RULE":
-		_, msgs, err := ParseIPDump(img.Name, img.Raw)
+		if len(img.Raw) == 0 && img.Desc.Name != "IFADDR" {
+			break // nothing saved (no IPv6 routes, say)
+		}
+		d, err := nldump.Parse(img.Raw)
 		if err != nil {
 			t.Errorf("%s/%s: %v", w, img.Name, err)
+			break
 		}
-		if img.Desc.Name == "IFADDR" && len(msgs) == 0 {
+		want := map[string]nldump.Kind{"IFADDR": nldump.KindAddr, "ROUTE": nldump.KindRoute, "ROUTE6": nldump.KindRoute, "RULE": nldump.KindRule}[img.Desc.Name]
+		if d.Kind != want {
+			t.Errorf("%s/%s: a %s dump, want %s", w, img.Name, d.Kind, want)
+		}
+		if img.Desc.Name == "IFADDR" && len(d.Addrs()) == 0 {
 			t.Errorf("%s/%s: no addresses", w, img.Name)
-		}
-		for _, m := range msgs {
-			if img.Desc.Name == "IFADDR" && m.Type != 20 /* RTM_NEWADDR */ {
-				t.Errorf("%s/%s: message type %d at %d", w, img.Name, m.Type, m.Offset)
-			}
 		}
 	case "NETNF_CT", "NETNF_EXP":
 		if _, err := ParseNetlink(img.Raw, 0); err != nil {

@@ -169,23 +169,6 @@ func FuzzMemory(f *testing.F) {
 	})
 }
 
-func FuzzParseIPDump(f *testing.F) {
-	f.Add([]byte{0x22, 0x12, 0x36, 0x47, 16, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	f.Add([]byte{0x22, 0x12, 0x36, 0x47, 15, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		_, msgs, err := ParseIPDump("ifaddr-9.img", raw)
-		if err == nil {
-			n := 4
-			for _, m := range msgs {
-				n += 16 + len(m.Payload)
-			}
-			if len(raw) > 0 && n != len(raw) {
-				t.Fatalf("messages cover %d of %d bytes", n, len(raw))
-			}
-		}
-	})
-}
-
 func typedViews(img *Image) {
 	for _, e := range img.Entries {
 		switch m := e.Msg.(type) {

@@ -4,14 +4,8 @@ import (
 	"fmt"
 )
 
-// iproute2 `ip ... save` dump magics (first u32 of ifaddr-, route-, route6-, rule- images).
-const (
-	IfaddrDumpMagic uint32 = 0x47361222
-	RouteDumpMagic  uint32 = 0x45311224
-	RuleDumpMagic   uint32 = 0x71706986
-)
-
-// NetlinkMsg is one netlink message of a raw dump (ip save output or a conntrack dump).
+// NetlinkMsg is one netlink message of a raw dump (a conntrack dump; the iproute2 dumps of a
+// network namespace are parsed by package image/nldump).
 type NetlinkMsg struct {
 	Offset  int    // offset of the nlmsghdr in the file
 	Type    uint16 // nlmsg_type (RTM_NEWADDR, RTM_NEWROUTE, IPCTNL_MSG_CT_NEW | NFNL_SUBSYS_CTNETLINK<<8, ...)
@@ -41,43 +35,4 @@ func ParseNetlink(b []byte, base int) ([]NetlinkMsg, error) {
 		off += l
 	}
 	return out, nil
-}
-
-// ParseIPDump parses an ifaddr-/route-/route6-/rule- image: the iproute2 magic, then netlink messages.
-// An empty file (nothing to save) gives no messages and no error.
-func ParseIPDump(name string, raw []byte) (magic uint32, msgs []NetlinkMsg, err error) {
-	d, err := Classify(name)
-	if err != nil {
-		return 0, nil, err
-	}
-	var want uint32
-	switch d.Name {
-	case "IFADDR":
-		want = IfaddrDumpMagic
-	case "ROUTE", "ROUTE6":
-		want = RouteDumpMagic
-	case "RULE":
-		want = RuleDumpMagic
-	default:
-		return 0, nil, fmt.Errorf("%w: %s is not an ip dump image", ErrWrongMessage, name)
-	}
-	if len(raw) == 0 {
-		return 0, nil, nil
-	}
-	if len(raw) < 4 {
-		return 0, nil, &FormatError{File: name, Offset: 0, Entry: -1, Err: fmt.Errorf("%w: iproute2 magic cut", ErrTruncated)}
-	}
-	magic = order.Uint32(raw)
-	if magic != want {
-		return magic, nil, &FormatError{File: name, Offset: 0, Entry: -1, Err: fmt.Errorf("%w: iproute2 magic %#x, want %#x", ErrBadMagic, magic, want)}
-	}
-	msgs, err = ParseNetlink(raw[4:], 4)
-	if err != nil {
-		off := int64(4)
-		if n := len(msgs); n > 0 {
-			off = int64(msgs[n-1].Offset + 16 + len(msgs[n-1].Payload))
-		}
-		return magic, msgs, &FormatError{File: name, Offset: off, Entry: len(msgs), Err: err}
-	}
-	return magic, msgs, nil
 }

@@ -17,7 +17,7 @@ import (
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 
 	"github.com/criukit/criukit/image"
-	"github.com/criukit/criukit/netrw/nldump"
+	"github.com/criukit/criukit/image/nldump"
 )
 
 // Sentinel errors.

@@ -136,6 +136,23 @@ func TestAddrs(t *testing.T) {
 	}
 }
 
+func TestNames(t *testing.T) {
+	d, err := Parse(readTestdata(t, "ifaddr.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range d.Names() {
+		if n.Name != "IFA_LABEL" || n.Len < len(n.Value)+1 || string(d.Bytes()[n.Offset:n.Offset+len(n.Value)]) != n.Value {
+			t.Errorf("bad name field %+v", n)
+		}
+		got = append(got, n.Value)
+	}
+	if len(got) == 0 || got[0] != "lo" {
+		t.Errorf("labels %v, want lo first", got)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	good := readTestdata(t, "route.bin")
 	badLen := append([]byte(nil), good...)

@@ -6,6 +6,7 @@
 package nldump
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,6 +44,13 @@ const (
 
 	fraDst = 1
 	fraSrc = 2
+)
+
+// Attribute types that carry interface names (NUL-terminated).
+const (
+	ifaLabel   = 3
+	fraIifname = 3
+	fraOifname = 17
 )
 
 const (
@@ -284,6 +292,46 @@ func (d *Dump) Fields() []Field {
 	for i := range d.msgs {
 		f, _ := d.fields(i) // checked by Parse
 		out = append(out, f...)
+	}
+	return out
+}
+
+// NameField is one interface-name attribute of a message (IFA_LABEL, FRA_IIFNAME, FRA_OIFNAME).
+type NameField struct {
+	Msg    int    // message index
+	Offset int    // offset of the attribute payload in the dump
+	Len    int    // payload length: the name, its NUL and any padding the attribute holds
+	Name   string // "IFA_LABEL", ...
+	Value  string // the name, up to its first NUL
+}
+
+// Names lists every interface-name attribute of the dump, in file order.
+func (d *Dump) Names() []NameField {
+	var out []NameField
+	for i, m := range d.msgs {
+		fixed := rtMsgLen
+		if d.Kind == KindAddr {
+			fixed = ifaMsgLen
+		}
+		_ = walkAttrs(d.data, m.off+nlmsgHdrLen+fixed, m.off+m.len, func(t uint16, p, l int) error { // checked by Parse
+			name := ""
+			switch {
+			case d.Kind == KindAddr && t == ifaLabel:
+				name = "IFA_LABEL"
+			case d.Kind == KindRule && t == fraIifname:
+				name = "FRA_IIFNAME"
+			case d.Kind == KindRule && t == fraOifname:
+				name = "FRA_OIFNAME"
+			default:
+				return nil
+			}
+			v := d.data[p : p+l]
+			if i := bytes.IndexByte(v, 0); i >= 0 {
+				v = v[:i]
+			}
+			out = append(out, NameField{Msg: i, Offset: p, Len: l, Name: name, Value: string(v)})
+			return nil
+		})
 	}
 	return out
 }
