@@ -13,6 +13,7 @@ import (
 	pstree "github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/criukit/criukit/image"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -216,19 +217,37 @@ func newEntry(va, n uint64, flags uint32, nr5 bool) pment {
 	return pment{va: va, n: n, flags: flags, nr5: nr5}
 }
 
-// fill sets m (whose scalar pointers are preallocated) to e; m.NrPages/InParent are set or cleared.
-func (e *pment) fill(m *pagemap.PagemapEntry, nrPages *uint64, inParent *bool) {
-	*m.Vaddr, *m.Flags = e.va, e.flags
-	*m.CompatNrPages = uint32(min(e.n, 0xffffffff))
-	m.NrPages = nil
-	if e.nr5 || e.n > 0xffffffff {
-		*nrPages = e.n
-		m.NrPages = nrPages
-	}
-	m.InParent = nil
+// appendWire appends e encoded as a pagemap_entry message: the bytes proto.Marshal gives for the
+// message newEntry used to build (fields in number order: vaddr, compat_nr_pages, in_parent,
+// flags, nr_pages), without building one.
+func (e *pment) appendWire(b []byte) []byte {
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, e.va)
+	b = protowire.AppendTag(b, 2, protowire.VarintType)
+	b = protowire.AppendVarint(b, min(e.n, 0xffffffff))
 	if e.flags&image.PEParent != 0 {
-		m.InParent = inParent
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
 	}
+	b = protowire.AppendTag(b, 4, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(e.flags))
+	if e.nr5 || e.n > 0xffffffff {
+		b = protowire.AppendTag(b, 5, protowire.VarintType)
+		b = protowire.AppendVarint(b, e.n)
+	}
+	return b
+}
+
+// message builds e as a pagemap_entry (tests compare it with appendWire).
+func (e *pment) message() *pagemap.PagemapEntry {
+	m := &pagemap.PagemapEntry{Vaddr: proto.Uint64(e.va), CompatNrPages: proto.Uint32(uint32(min(e.n, 0xffffffff))), Flags: proto.Uint32(e.flags)}
+	if e.nr5 || e.n > 0xffffffff {
+		m.NrPages = proto.Uint64(e.n)
+	}
+	if e.flags&image.PEParent != 0 {
+		m.InParent = proto.Bool(true)
+	}
+	return m
 }
 
 // runs accumulates pagemap entries, merging contiguous pages of one kind.
@@ -291,8 +310,7 @@ func writePagemap(path string, like *image.Image, pagesID uint32, ents []pment) 
 		if err := w.Write(&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}, nil); err != nil {
 			return err
 		}
-		m := &pagemap.PagemapEntry{Vaddr: new(uint64), CompatNrPages: new(uint32), Flags: new(uint32)}
-		nrPages, inParent := new(uint64), proto.Bool(true)
+		var buf []byte
 		for i := range ents {
 			e := &ents[i]
 			if e.orig != nil {
@@ -301,8 +319,8 @@ func writePagemap(path string, like *image.Image, pagesID uint32, ents []pment) 
 				}
 				continue
 			}
-			e.fill(m, nrPages, inParent)
-			if err := w.Write(m, nil); err != nil { // marshalled at once: m can be reused
+			buf = e.appendWire(buf[:0])
+			if err := w.WriteEncoded(buf); err != nil {
 				return err
 			}
 		}

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/criukit/criukit/image"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestImagesDirArg(t *testing.T) {
@@ -131,4 +134,23 @@ func FuzzPageServer(f *testing.F) {
 		_ = s.Serve(&rw{r: bytes.NewReader(b)})
 		s.d.close()
 	})
+}
+
+// TestEntryWire: the hand-encoded pagemap entries are the bytes proto.Marshal gives.
+func TestEntryWire(t *testing.T) {
+	for _, e := range []pment{
+		{va: 0x7f0000000000, n: 1, flags: image.PEPresent},
+		{va: 0x7f0000001000, n: 300, flags: image.PEParent, nr5: true},
+		{va: 0, n: 1 << 33, flags: image.PEPresent},
+		{va: 0x400000, n: 0xffffffff, flags: image.PEPresent | image.PELazy, nr5: true},
+		{va: 1<<64 - 4096, n: 7, flags: image.PEParent},
+	} {
+		want, err := proto.Marshal(e.message())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.appendWire(nil); !bytes.Equal(got, want) {
+			t.Errorf("%+v: wire %x, proto.Marshal %x", e, got, want)
+		}
+	}
 }

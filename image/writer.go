@@ -84,6 +84,36 @@ func (w *Writer) WriteStream(msg proto.Message, r io.Reader, n int64) error {
 	return w.write(msg, r, n)
 }
 
+// WriteEncoded writes one entry whose message is already encoded in payload (for hot loops that
+// build entries with protowire instead of a message each). payload is not decoded again: it must
+// be a valid message of the entry's type. Only for images whose entries carry no extra data, and
+// not for the first entry of an image that has a head message (use Write).
+func (w *Writer) WriteEncoded(payload []byte) error {
+	if w.closed {
+		return ferr(w.name, w.off, w.index, ErrExtraMismatch, "unchunked ghost file has entries after its content")
+	}
+	if w.desc.Extra != ExtraNone {
+		return ferr(w.name, w.off, w.index, ErrWrongMessage, "%s entries carry extra data: use Write", w.desc.Pattern)
+	}
+	if w.index == 0 && w.desc.messageName(0) != w.desc.messageName(1) {
+		return ferr(w.name, w.off, w.index, ErrWrongMessage, "the first entry of %s is its head: use Write", w.desc.Pattern)
+	}
+	if len(payload) > math.MaxUint32 {
+		return ferr(w.name, w.off, w.index, ErrTooLarge, "%d bytes", len(payload))
+	}
+	var b [4]byte
+	order.PutUint32(b[:], uint32(len(payload)))
+	if _, err := w.w.Write(b[:]); err != nil {
+		return err
+	}
+	if _, err := w.w.Write(payload); err != nil {
+		return err
+	}
+	w.off += 4 + int64(len(payload))
+	w.index++
+	return nil
+}
+
 func (w *Writer) check(msg proto.Message) error {
 	if w.closed {
 		return ferr(w.name, w.off, w.index, ErrExtraMismatch, "unchunked ghost file has entries after its content")
