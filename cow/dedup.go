@@ -27,6 +27,9 @@ type Options struct {
 	// by the pid in the images (pstree). Pages sharing a frame are matched first; every match is
 	// still confirmed by a byte comparison.
 	Frames map[int][]FramePage
+	// NoFrames turns off the page server's frame snapshot: every page is copied out of criu's
+	// socket and matched by content (for comparison; the snapshot is the fast path).
+	NoFrames bool
 }
 
 // ProcStat describes one process of a deduped directory.
@@ -421,7 +424,7 @@ func dedupInto(src, out string, opt Options) (res *Result, err error) {
 					w.abort()
 					return nil, fmt.Errorf("%s: page %d (vaddr %#x): %w: pages file shorter than its pagemap", pagesName(head.GetPagesId()), inIdx, va, image.ErrTruncated)
 				}
-				if err := w.page(va, fl, j == 0, buf); err != nil {
+				if err := w.page(va, fl, j == 0, buf, nil); err != nil {
 					in.Close()
 					w.abort()
 					return nil, err

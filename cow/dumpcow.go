@@ -27,6 +27,8 @@ type DumpResult struct {
 	DedupSeconds    float64 `json:"dedup_seconds"`    // image rewrite after criu returned
 	SnapshotPages   int     `json:"snapshot_pages"`   // anonymous pages seen in the snapshot
 	SnapshotError   string  `json:"snapshot_error,omitempty"`
+	// SkippedPages (page server) were spliced away, not copied: their frame had been received.
+	SkippedPages int64 `json:"skipped_pages,omitempty"`
 }
 
 const hookScript = `#!/bin/sh

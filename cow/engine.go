@@ -181,8 +181,25 @@ func (w *procWriter) same(l loc, buf []byte) bool {
 	return bytes.Equal(sp.pages[off:off+pageSize()], buf)
 }
 
-// page adds the page at va (flags of its pagemap entry; first: first page of a CRIU entry).
-func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte) error {
+// dupPage adds the page at va whose frame (key) was received before from an earlier process: it
+// is that page (same physical frame of a frozen tree), so it is matched without a comparison.
+func (w *procWriter) dupPage(va uint64, flags uint32, first bool, key PageKey) error {
+	l, ok := w.d.frameIndex[key]
+	if !ok || l.proc == w.me || l.proc < 0 || int(l.proc) >= len(w.d.procs) {
+		return fmt.Errorf("pid %d page %#x: frame %#x was not received from an earlier process (internal error)", w.p.pid, va, key)
+	}
+	sp := w.d.procs[l.proc]
+	off := l.idx * pageSize()
+	if off+pageSize() > int64(len(sp.pages)) {
+		return fmt.Errorf("pid %d page %#x: source page %d of pid %d is not stored (internal error)", w.p.pid, va, l.idx, sp.pid)
+	}
+	// the source's bytes: stored again if the chain cannot take the match
+	return w.page(va, flags, first, sp.pages[off:off+pageSize()], &l)
+}
+
+// page adds the page at va (flags of its pagemap entry; first: first page of a CRIU entry). hint,
+// when set, is where an equal page is stored (no comparison is made).
+func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte, hint *loc) error {
 	d := w.d
 	if !w.started {
 		w.started = true
@@ -197,7 +214,9 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte) error
 	var h uint64
 	hashed := false
 	key, hasKey := w.frameOf(va)
-	if w.nullZone > 0 {
+	if hint != nil && w.nullZone > 0 {
+		cand, found = *hint, true
+	} else if w.nullZone > 0 {
 		if hasKey {
 			if l, ok := d.frameIndex[key]; ok && l.proc != w.me && w.same(l, buf) {
 				cand, found = l, true
@@ -244,6 +263,9 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte) error
 	}
 	p := w.p
 	if lvl >= 0 {
+		if _, ok := d.frameIndex[key]; hasKey && !ok {
+			d.frameIndex[key] = cand
+		}
 		w.setUsed(cand)
 		w.matches = append(w.matches, match{va: va, src: cand, lvl: lvl})
 		p.vas, p.locs = append(p.vas, va), append(p.locs, cand)

@@ -295,8 +295,16 @@ func reapTree(tree []int) {
 // duplicate; stock criu restores the result.
 func TestLiveDumpPageServer(t *testing.T) {
 	criu := harness.Criu(t)
-	for _, mode := range []string{workload.CowMremapBig, workload.CowParentDiv50} {
-		t.Run(mode, func(t *testing.T) {
+	for _, c := range []struct {
+		mode     string
+		noFrames bool // content matching only: every page copied out of the socket
+	}{{workload.CowPlain, false}, {workload.CowMremapBig, false}, {workload.CowParentDiv50, false}, {workload.CowParentDiv50, true}} {
+		mode := c.mode
+		name := mode
+		if c.noFrames {
+			name += "-noframes"
+		}
+		t.Run(name, func(t *testing.T) {
 			p := harness.Start(t, "cow", harness.WithArgs("-mib", "4", "-children", "3", "-mode", mode))
 			before := p.Check(t)
 			tree := TreePids(p.Pid)
@@ -307,14 +315,26 @@ func TestLiveDumpPageServer(t *testing.T) {
 			base := t.TempDir()
 			dir := filepath.Join(base, "images")
 			res, err := DumpDedupPageServer(t.Context(), p.Pid, criurun.Opts{Criu: criu, ImagesDir: dir, LogFile: filepath.Join(base, "dump.log"),
-				Args: []string{"--network-lock", "skip"}}, Options{})
+				Args: []string{"--network-lock", "skip"}}, Options{NoFrames: c.noFrames})
 			if err != nil {
 				t.Fatal(err)
 			}
 			reapTree(tree)
-			var stored int64
+			var stored, deduped int64
 			for _, ps := range res.Procs {
 				stored += ps.Stored
+				deduped += ps.Deduped
+			}
+			// With the frame snapshot, pages sharing a frame with one received before are not
+			// copied out of the socket; for a plain fork that is nearly every deduped page.
+			t.Logf("%s: %d of %d deduped pages spliced away", name, res.SkippedPages, deduped)
+			switch {
+			case c.noFrames && res.SkippedPages != 0:
+				t.Errorf("NoFrames: %d pages skipped", res.SkippedPages)
+			case !c.noFrames && res.SkippedPages == 0:
+				t.Error("no page skipped by frame")
+			case !c.noFrames && mode == workload.CowPlain && res.SkippedPages < deduped*9/10:
+				t.Errorf("plain fork: only %d of %d deduped pages skipped by frame", res.SkippedPages, deduped)
 			}
 			t.Logf("%s: received %d bytes, wrote %d (%d pages; unique frames %d), %d levels, dump %.2fs", mode, res.PagesBefore, res.PagesAfter,
 				stored, frames, res.Levels, res.DumpSeconds)

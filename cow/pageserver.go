@@ -3,7 +3,6 @@ package cow
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -48,8 +47,15 @@ type PageServer struct {
 	dir   string
 	d     *deduper
 	ppids map[int]int
-	recvd int64 // bytes of pages received
+	tree  map[int]int // image pid -> real pid, for the frame snapshot (SetTree)
+	recvd int64       // bytes of pages received
+	// Skipped counts pages not copied out of the socket (their frame was received before).
+	Skipped int64
 }
+
+// SetTree gives the server the dumped tree (image pid -> pid in our pid namespace), so that pages
+// sharing a frame with a page already received are spliced away instead of copied and compared.
+func (s *PageServer) SetTree(tree map[int]int) { s.tree = tree }
 
 // NewPageServer writes pagemaps and pages into dir (the dump's images directory). ppids maps image
 // pids to their tree parent (optional: same-address matches in the tree parent are tried first).
@@ -86,15 +92,26 @@ type shmemWriter struct {
 }
 
 // Serve runs one criu page-server session on c until PS_IOV_CLOSE (and criu's end of file).
+//
+// A receiving goroutine speaks the protocol and copies page data out of the socket; this one
+// dedups and writes. When c is a socket (*os.File) and the tree's pids are known (SetTree), the
+// receiver snapshots the tree's page frames when criu opens the first process (the whole tree is
+// frozen by then), twice, and keeps a frame only where both snapshots agree. A page whose frame was
+// already received from an earlier process is then not copied out of the socket at all but
+// spliced to /dev/null: it is the same physical page, so its bytes are those stored earlier.
 func (s *PageServer) Serve(c io.ReadWriter) error {
-	r := newChunkReader(c, 8, 512<<10)
-	defer r.close()
-	ps := pageSize()
 	desc, err := image.Classify("pagemap-1.img")
 	if err != nil {
 		return err
 	}
 	like := &image.Image{Desc: desc, Head: image.DefaultHead(desc)}
+	rc, err := s.newReceiver(c)
+	if err != nil {
+		return err
+	}
+	defer rc.stop()
+	go rc.run()
+
 	var nextID uint32 = 1
 	var cur *procWriter
 	var sh *shmemWriter
@@ -128,24 +145,13 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 			sh.f.Close()
 		}
 	}()
-	reply := func(b []byte) error { _, err := c.Write(b); return err }
-	for {
-		hdr, err := r.next(psHeaderSize)
-		if err != nil {
-			if err == io.EOF {
-				return fmt.Errorf("%w: criu closed the connection without PS_IOV_CLOSE", ErrProtocol)
-			}
-			return err
-		}
-		o := binary.NativeEndian
-		h := psHeader{rawCmd: o.Uint32(hdr[0:]), nrPages: o.Uint64(hdr[8:]), vaddr: o.Uint64(hdr[16:]), dstID: o.Uint64(hdr[24:])}
-		h.cmd, h.rawFlags = h.rawCmd&0xffff, h.rawCmd>>16
-		switch h.cmd {
-		case psIovOpen, psIovOpen2:
+	process := func(ev *psEvent) error {
+		switch ev.kind {
+		case evOpen:
 			if err := finishCur(); err != nil {
 				return err
 			}
-			typ, id := h.dstID&0xff, h.dstID>>8
+			typ, id := ev.h.dstID&0xff, ev.h.dstID>>8
 			switch typ {
 			case psTypePid:
 				curPid = int(id)
@@ -158,84 +164,48 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 					return err
 				}
 				sh = &shmemWriter{name: fmt.Sprintf("pagemap-shmem-%d.img", id), pagesID: nextID, f: f, w: bufio.NewWriterSize(f, 1<<20)}
-			default:
-				return fmt.Errorf("%w: unknown pagemap type %d (dst_id %#x)", ErrProtocol, typ, h.dstID)
 			}
 			nextID++
-			if h.cmd == psIovOpen2 {
-				if err := reply([]byte{0}); err != nil { // no parent images
-					return err
-				}
+		case evEntry: // a pagemap entry without data here (a hole), or a shmem entry
+			e := newEntry(ev.h.vaddr, ev.h.nrPages, ev.flags, true)
+			if cur != nil {
+				cur.other(e)
+			} else {
+				sh.ents = append(sh.ents, e)
 			}
-		case psIovParent:
-			if err := reply(make([]byte, 4)); err != nil { // int32 0: no parent
-				return err
-			}
-		case psIovAdd, psIovAddF, psIovHole:
-			flags := h.rawFlags
-			switch h.cmd {
-			case psIovAdd:
-				flags = image.PEPresent
-			case psIovHole:
-				flags = image.PEParent
-			}
-			if flags&image.PEParent != 0 {
-				return fmt.Errorf("%w: PE_PARENT pages (incremental dump) are not supported by the dedup page server", ErrIncremental)
-			}
-			if cur == nil && sh == nil {
-				return fmt.Errorf("%w: pages before PS_IOV_OPEN2", ErrProtocol)
-			}
-			if h.nrPages > 1<<40 {
-				return fmt.Errorf("%w: %d pages in one iov", ErrProtocol, h.nrPages)
-			}
-			if flags&image.PEPresent == 0 {
-				e := newEntry(h.vaddr, h.nrPages, flags, true)
-				if cur != nil {
-					cur.other(e)
-				} else {
-					sh.ents = append(sh.ents, e)
-				}
-				continue
-			}
+		case evPage:
 			if sh != nil {
-				sh.ents = append(sh.ents, newEntry(h.vaddr, h.nrPages, flags, true))
-				for j := uint64(0); j < h.nrPages; j++ {
-					pg, err := r.next(int(ps))
-					if err != nil {
-						return fmt.Errorf("shmem %s: page data at %#x: %w", sh.name, h.vaddr+j*uint64(ps), err)
-					}
-					if _, err := sh.w.Write(pg); err != nil {
-						return err
-					}
-				}
-				s.recvd += int64(h.nrPages) * ps
-				continue
-			}
-			for j := uint64(0); j < h.nrPages; j++ {
-				pg, err := r.next(int(ps)) // usually no copy: the page is used in the reader's chunk
-				if err != nil {
-					return fmt.Errorf("pid %d: page data at %#x: %w", curPid, h.vaddr+j*uint64(ps), err)
-				}
-				if err := cur.page(h.vaddr+j*uint64(ps), flags, j == 0, pg); err != nil {
-					return err
-				}
-			}
-			s.recvd += int64(h.nrPages) * ps
-		case psIovClose, psIovForceClose:
-			if err := finishCur(); err != nil {
+				_, err := sh.w.Write(ev.data)
 				return err
 			}
-			if err := reply(make([]byte, 4)); err != nil {
-				return err
+			return cur.page(ev.va, ev.flags, ev.first, ev.data, nil)
+		case evDup:
+			return cur.dupPage(ev.va, ev.flags, ev.first, ev.key)
+		case evClose:
+			return finishCur()
+		}
+		return nil
+	}
+	for b := range rc.out {
+		var perr error
+		for i := range b.evs {
+			if perr = process(&b.evs[i]); perr != nil {
+				break
 			}
-			r.drain() // criu closes its side
-			return nil
-		case psIovGet:
-			return fmt.Errorf("%w: PS_IOV_GET (lazy pages) is not supported", ErrProtocol)
-		default:
-			return fmt.Errorf("%w: unknown command %#x", ErrProtocol, h.rawCmd)
+		}
+		if b.chunk != nil {
+			rc.free <- b.chunk
+		}
+		if perr != nil {
+			return perr
+		}
+		if n := len(b.evs); n > 0 && b.evs[n-1].kind == evClose {
+			s.recvd, s.Skipped = rc.recvd, rc.skip
+			rc.closed <- nil // the receiver answers criu and drains its end
+			return <-rc.errc
 		}
 	}
+	return <-rc.errc
 }
 
 // DumpDedupPageServer is `criukit dump --cow`: criu dump sends the pages over a socketpair
@@ -263,13 +233,17 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 			return nil, err
 		}
 	}
-	ppids := map[int]int{}
+	ppids, tree := map[int]int{}, map[int]int{}
 	for _, p := range TreePids(pid) {
 		ppids[vpid(p)] = vpid(ppidOf(p))
+		tree[vpid(p)] = p
 	}
 	s, err := NewPageServer(dir, ppids, opt)
 	if err != nil {
 		return nil, err
+	}
+	if !opt.NoFrames {
+		s.SetTree(tree)
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -310,7 +284,14 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 	}
 	theirs.Close()
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(ours) }()
+	go func() {
+		err := s.Serve(ours)
+		if err != nil {
+			// criu may be writing pages or waiting for an answer: make that fail now
+			_ = unix.Shutdown(int(ours.Fd()), unix.SHUT_RDWR)
+		}
+		served <- err
+	}()
 	werr := cmd.Wait()
 	dumpDur := time.Since(t0)
 	ours.Close() // unblocks Serve if criu died mid-session
@@ -327,7 +308,7 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 		s.Abort()
 		return nil, fmt.Errorf("cow dump: criu succeeded but the page server failed (images incomplete): %w", serr)
 	}
-	res := &DumpResult{DumpSeconds: dumpDur.Seconds()}
+	res := &DumpResult{DumpSeconds: dumpDur.Seconds(), SkippedPages: s.Skipped}
 	t1 := time.Now()
 	r, err := s.Finish()
 	res.DedupSeconds = time.Since(t1).Seconds()
