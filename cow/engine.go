@@ -25,7 +25,7 @@ type deduper struct {
 	procs      []*procState
 	byPid      map[int]int
 	index      map[uint64]loc
-	frameIndex map[PageKey]loc
+	frameIndex locTable
 	seed       maphash.Seed
 	links      map[[2]uint32]bool // (level, source pages id)
 	levelsUsed int
@@ -43,7 +43,7 @@ func newDeduper(out string, opt Options) *deduper {
 		maxLv = MaxLevels
 	}
 	return &deduper{out: out, opt: opt, maxLv: maxLv, byPid: map[int]int{}, index: map[uint64]loc{},
-		frameIndex: map[PageKey]loc{}, seed: maphash.MakeSeed(),
+		seed: maphash.MakeSeed(),
 		links: map[[2]uint32]bool{}, res: &Result{}}
 }
 
@@ -184,7 +184,7 @@ func (w *procWriter) same(l loc, buf []byte) bool {
 // dupPage adds the page at va whose frame (key) was received before from an earlier process: it
 // is that page (same physical frame of a frozen tree), so it is matched without a comparison.
 func (w *procWriter) dupPage(va uint64, flags uint32, first bool, key PageKey) error {
-	l, ok := w.d.frameIndex[key]
+	l, ok := w.d.frameIndex.get(key)
 	if !ok || l.proc == w.me || l.proc < 0 || int(l.proc) >= len(w.d.procs) {
 		return fmt.Errorf("pid %d page %#x: frame %#x was not received from an earlier process (internal error)", w.p.pid, va, key)
 	}
@@ -218,7 +218,7 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte, hint 
 		cand, found = *hint, true
 	} else if w.nullZone > 0 {
 		if hasKey {
-			if l, ok := d.frameIndex[key]; ok && l.proc != w.me && w.same(l, buf) {
+			if l, ok := d.frameIndex.get(key); ok && l.proc != w.me && w.same(l, buf) {
 				cand, found = l, true
 			}
 		}
@@ -263,8 +263,10 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte, hint 
 	}
 	p := w.p
 	if lvl >= 0 {
-		if _, ok := d.frameIndex[key]; hasKey && !ok {
-			d.frameIndex[key] = cand
+		if hasKey {
+			if _, ok := d.frameIndex.get(key); !ok {
+				d.frameIndex.set(key, cand)
+			}
 		}
 		w.setUsed(cand)
 		w.matches = append(w.matches, match{va: va, src: cand, lvl: lvl})
@@ -289,8 +291,10 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte, hint 
 	if _, ok := d.index[h]; !ok {
 		d.index[h] = l
 	}
-	if _, ok := d.frameIndex[key]; hasKey && !ok {
-		d.frameIndex[key] = l
+	if hasKey {
+		if _, ok := d.frameIndex.get(key); !ok {
+			d.frameIndex.set(key, l)
+		}
 	}
 	w.top.add(va, flags, -1)
 	w.st.Stored++

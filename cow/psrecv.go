@@ -68,7 +68,7 @@ type receiver struct {
 
 	// frame snapshot: per image pid, and which frames were received in which process
 	frames  map[int][]FramePage
-	seen    map[PageKey]int32
+	seen    *frameTable[int32] // process index + 1 of the first process a frame came from
 	procIdx int32
 	cur     []FramePage
 	ccur    int
@@ -266,7 +266,7 @@ func (r *receiver) snapshot() {
 		}
 		r.frames[ipid] = keep
 	}
-	r.seen = make(map[PageKey]int32, 1<<16)
+	r.seen = &frameTable[int32]{}
 	r.s.d.opt.Frames = r.frames // begin() of every process reads it (after this, via the channel)
 }
 
@@ -391,7 +391,7 @@ func (r *receiver) pages(h psHeader, flags uint32, ps int, shmem bool) error {
 				if !ok {
 					break
 				}
-				if p, seen := r.seen[key]; !seen || p == r.procIdx {
+				if p, seen := r.seen.get(key); !seen || p == r.procIdx+1 {
 					break
 				}
 				if err := r.emit(psEvent{kind: evDup, va: va + uint64(k*ps), flags: flags, first: j+k == 0, key: key}); err != nil {
@@ -414,7 +414,7 @@ func (r *receiver) pages(h psHeader, flags uint32, ps int, shmem bool) error {
 		for j+k < n && (r.used+(k+1)*ps) <= len(r.chunk) {
 			if !shmem && r.seen != nil {
 				if key, ok := r.frameAt(va + uint64(k*ps)); ok {
-					if p, seen := r.seen[key]; seen && p != r.procIdx {
+					if p, seen := r.seen.get(key); seen && p != r.procIdx+1 {
 						break
 					}
 				}
@@ -437,8 +437,8 @@ func (r *receiver) pages(h psHeader, flags uint32, ps int, shmem bool) error {
 			pva := va + uint64(i*ps)
 			if !shmem && r.seen != nil {
 				if key, ok := r.frameAt(pva); ok {
-					if _, seen := r.seen[key]; !seen {
-						r.seen[key] = r.procIdx
+					if _, seen := r.seen.get(key); !seen {
+						r.seen.set(key, r.procIdx+1)
 					}
 				}
 			}

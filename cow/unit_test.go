@@ -154,3 +154,22 @@ func TestEntryWire(t *testing.T) {
 		}
 	}
 }
+
+func TestFrameTable(t *testing.T) {
+	var lt locTable
+	keys := []PageKey{1, 0xffff, 0x10000, 0x123456, 1<<36 + 5, 1<<63 | 77}
+	for i, k := range keys {
+		if _, ok := lt.get(k); ok {
+			t.Fatalf("%#x present before set", k)
+		}
+		lt.set(k, loc{proc: int32(i), idx: 0}) // proc 0 idx 0 is a real location
+	}
+	for i, k := range keys {
+		if l, ok := lt.get(k); !ok || l != (loc{proc: int32(i)}) {
+			t.Errorf("%#x: got %+v %v", k, l, ok)
+		}
+	}
+	if _, ok := lt.get(0x123457); ok {
+		t.Error("neighbour frame present")
+	}
+}
