@@ -43,7 +43,7 @@ func newDeduper(out string, opt Options) *deduper {
 		maxLv = MaxLevels
 	}
 	return &deduper{out: out, opt: opt, maxLv: maxLv, byPid: map[int]int{}, index: map[uint64]loc{},
-		seed: maphash.MakeSeed(),
+		seed:  maphash.MakeSeed(),
 		links: map[[2]uint32]bool{}, res: &Result{}}
 }
 
