@@ -1,6 +1,6 @@
-// Package cow stores the copy-on-write memory of a dumped process tree once: it rewrites a stock
-// CRIU images directory so that pages equal to another process' pages become PE_PARENT entries
-// resolved through a synthetic, self-contained `parent` chain (cow-1, cow-2, ...) that stock
-// `criu restore` follows (research cow.md §4.1). It also materializes such a directory back to the
-// stock layout, reports who shares what, and guards restores against options that corrupt it.
+// Package cow stores a dumped tree's copy-on-write memory once: pages equal to another process'
+// become PE_PARENT entries resolved through a self-contained `parent` chain (cow-1, cow-2, ...)
+// that stock `criu restore` follows (research cow.md §4.1). It dedups stock dumps or, as criu's
+// page server, while dumping (pages of an already received frame are spliced away unread); it
+// materializes back to the stock layout, reports who shares what, and guards restores.
 package cow

@@ -129,16 +129,24 @@ var cowDumpCmd = &cobra.Command{
 the images directly in the deduped layout:
 
   --via page-server (default)  criu sends the pages over a socketpair to a page server inside
-                               criukit (criu --page-server --ps-socket 3); each page is hashed
-                               as it arrives and stored only if no earlier process of the tree
-                               stored the same bytes, so the duplicates are never written. If that fails, criu dump fails and the
-                               tree is resumed (not killed).
+                               criukit (criu --page-server --ps-socket 3). When criu opens the
+                               first process (the tree is frozen), criukit reads the tree's page
+                               frames from /proc/PID/pagemap twice and keeps those both reads
+                               agree on. A page whose frame an earlier process already sent is
+                               the same physical page: it is spliced to /dev/null, never copied
+                               or compared. Every other page is compared (parent and previous
+                               sibling at the same address, then by hash, always byte by byte)
+                               and stored only if no earlier process stored the same bytes. The
+                               duplicates are never written. If the page server fails, criu dump
+                               fails and the tree is resumed (not killed).
+  --content-only               page server without the frame snapshot: every page is copied out
+                               of the socket and matched by content only.
   --via post-dump              stock dump, then at CRIU's post-dump point (tree still frozen) a
                                snapshot of the tree's page frames from /proc/PID/pagemap, then an
                                in-place rewrite matching shared frames (and equal content). If the
                                rewrite fails, the stock images stay (exit status 3).
 
-criukit's own options: --via, --json. Pre-dump chains, lazy pages and --stream are not supported.
+criukit's own options: --via, --content-only, --json. Pre-dump chains, lazy pages and --stream are not supported.
 'criukit dump --cow' (the ghost-limit dump command) may call the same code (package cow).`,
 	Example: `  criukit cow dump -t 1234 -D /tmp/imgs
   criukit cow dump --via post-dump -t 1234 -D /tmp/imgs --leave-running
@@ -148,7 +156,7 @@ criukit's own options: --via, --json. Pre-dump chains, lazy pages and --stream a
 }
 
 func runCowDump(cmd *cobra.Command, args []string) error {
-	via, asJSON := "page-server", false
+	via, asJSON, contentOnly := "page-server", false, false
 	pid, dir := 0, ""
 	var pass []string
 	for i := 0; i < len(args); i++ {
@@ -167,6 +175,8 @@ func runCowDump(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
 		case a == "--json":
 			asJSON = true
+		case a == "--content-only":
+			contentOnly = true
 		case a == "--via":
 			if via, err = next(); err != nil {
 				return err
@@ -208,7 +218,7 @@ func runCowDump(cmd *cobra.Command, args []string) error {
 	var res *cow.DumpResult
 	switch via {
 	case "page-server":
-		res, err = cow.DumpDedupPageServer(cmd.Context(), pid, o, cow.Options{})
+		res, err = cow.DumpDedupPageServer(cmd.Context(), pid, o, cow.Options{NoFrames: contentOnly})
 	case "post-dump":
 		res, err = cow.DumpDedup(cmd.Context(), pid, o, cow.Options{})
 	default:
@@ -227,6 +237,9 @@ func runCowDump(cmd *cobra.Command, args []string) error {
 		return e.Encode(res)
 	}
 	fmt.Printf("dumped pid %d via %s in %.2fs (+%.2fs dedup)\n", pid, via, res.DumpSeconds, res.DedupSeconds)
+	if res.SkippedPages > 0 {
+		fmt.Printf("%d pages shared a frame with a page already received: spliced away, not copied\n", res.SkippedPages)
+	}
 	return printResult(res.Result, false)
 }
 
