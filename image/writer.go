@@ -98,20 +98,26 @@ func (w *Writer) WriteEncoded(payload []byte) error {
 	if w.index == 0 && w.desc.messageName(0) != w.desc.messageName(1) {
 		return ferr(w.name, w.off, w.index, ErrWrongMessage, "the first entry of %s is its head: use Write", w.desc.Pattern)
 	}
-	if len(payload) > math.MaxUint32 {
-		return ferr(w.name, w.off, w.index, ErrTooLarge, "%d bytes", len(payload))
-	}
-	var b [4]byte
-	order.PutUint32(b[:], uint32(len(payload)))
-	if _, err := w.w.Write(b[:]); err != nil {
-		return err
-	}
-	if _, err := w.w.Write(payload); err != nil {
+	if err := w.framed(payload); err != nil {
 		return err
 	}
 	w.off += 4 + int64(len(payload))
 	w.index++
 	return nil
+}
+
+// framed writes an entry's u32 length and its encoded message.
+func (w *Writer) framed(p []byte) error {
+	if len(p) > math.MaxUint32 {
+		return ferr(w.name, w.off, w.index, ErrTooLarge, "%d bytes", len(p))
+	}
+	var b [4]byte
+	order.PutUint32(b[:], uint32(len(p)))
+	if _, err := w.w.Write(b[:]); err != nil {
+		return err
+	}
+	_, err := w.w.Write(p)
+	return err
 }
 
 func (w *Writer) check(msg proto.Message) error {
@@ -130,15 +136,7 @@ func (w *Writer) write(msg proto.Message, r io.Reader, n int64) error {
 	if err != nil {
 		return ferr(w.name, w.off, w.index, ErrBadPayload, "%v", err)
 	}
-	if len(p) > math.MaxUint32 {
-		return ferr(w.name, w.off, w.index, ErrTooLarge, "%d bytes", len(p))
-	}
-	var b [4]byte
-	order.PutUint32(b[:], uint32(len(p)))
-	if _, err := w.w.Write(b[:]); err != nil {
-		return err
-	}
-	if _, err := w.w.Write(p); err != nil {
+	if err := w.framed(p); err != nil {
 		return err
 	}
 	if n > 0 {
