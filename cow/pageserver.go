@@ -234,8 +234,10 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 		}
 	}
 	ppids, tree := map[int]int{}, map[int]int{}
-	for _, p := range TreePids(pid) {
-		ppids[vpid(p)] = vpid(ppidOf(p))
+	for i, p := range TreePids(pid) {
+		if i > 0 { // the root's parent is outside the dump (pstree.img says 0)
+			ppids[vpid(p)] = vpid(ppidOf(p))
+		}
 		tree[vpid(p)] = p
 	}
 	s, err := NewPageServer(dir, ppids, opt)
