@@ -68,6 +68,7 @@ type receiver struct {
 
 	// frame snapshot: per image pid, and which frames were received in which process
 	frames  map[int][]FramePage
+	snapped bool
 	seen    *frameTable[int32] // process index + 1 of the first process a frame came from
 	procIdx int32
 	cur     []FramePage
@@ -236,9 +237,10 @@ func (r *receiver) frameAt(va uint64) (PageKey, bool) {
 }
 
 func (r *receiver) snapshot() {
-	if r.fd < 0 || r.frames != nil {
+	if r.fd < 0 || r.snapped {
 		return
 	}
+	r.snapped = true // once, at the first process: a failed snapshot means content matching only
 	first := map[int][]FramePage{}
 	for ipid, pid := range r.s.tree {
 		fr, err := ScanFrames(pid)
