@@ -61,6 +61,7 @@ type receiver struct {
 	stopd  atomic.Bool
 
 	chunk []byte
+	made  int // chunks made so far
 	used  int
 	evs   []psEvent
 	recvd int64
@@ -79,10 +80,6 @@ func (s *PageServer) newReceiver(c io.ReadWriter) (*receiver, error) {
 	r := &receiver{s: s, rw: c, fd: -1, pr: -1, pw: -1, null: -1,
 		out: make(chan psBatch, recvChunks), free: make(chan []byte, recvChunks), closed: make(chan error, 1),
 		errc: make(chan error, 1), quit: make(chan struct{}), procIdx: -1}
-	for range recvChunks - 1 {
-		r.free <- make([]byte, recvChunk)
-	}
-	r.chunk = make([]byte, recvChunk)
 	if f, ok := c.(*os.File); ok && len(s.tree) > 0 {
 		p := make([]int, 2)
 		if err := unix.Pipe2(p, unix.O_CLOEXEC); err == nil {
@@ -184,7 +181,7 @@ func (r *receiver) flush(newChunk bool) error {
 		return nil
 	}
 	b := psBatch{evs: r.evs}
-	if newChunk {
+	if newChunk && r.chunk != nil {
 		b.chunk = r.chunk
 	}
 	select {
@@ -194,10 +191,20 @@ func (r *receiver) flush(newChunk bool) error {
 	}
 	r.evs = make([]psEvent, 0, batchEvs)
 	if newChunk {
+		// chunks are made on demand (a short session needs one), at most recvChunks of them
 		select {
 		case r.chunk = <-r.free:
-		case <-r.quit:
-			return errStopped
+		default:
+			if r.made < recvChunks {
+				r.made++
+				r.chunk = make([]byte, recvChunk)
+			} else {
+				select {
+				case r.chunk = <-r.free:
+				case <-r.quit:
+					return errStopped
+				}
+			}
 		}
 		r.used = 0
 	}
