@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -383,4 +384,32 @@ func TestLiveDumpPageServerNetns(t *testing.T) {
 		t.Fatalf("checksums differ\n before: %s\n after:  %s", before, got)
 	}
 	r.Kill()
+}
+
+// TestLiveDumpPageServerPidns: a tree in its own pid namespace; the frame snapshot maps the pids in
+// the images (as the tree sees them) to ours, so shared frames are still spliced away.
+func TestLiveDumpPageServerPidns(t *testing.T) {
+	criu := harness.Criu(t)
+	p := harness.Start(t, "cow", harness.WithNamespaces(syscall.CLONE_NEWPID), harness.WithArgs("-mib", "4", "-children", "2"))
+	before := p.Check(t)
+	tree := TreePids(p.Pid)
+	if vpid(p.Pid) != 1 {
+		t.Fatalf("workload pid %d is %d in its namespace, want 1", p.Pid, vpid(p.Pid))
+	}
+	base := t.TempDir()
+	dir := filepath.Join(base, "images")
+	res, err := DumpDedupPageServer(t.Context(), p.Pid, criurun.Opts{Criu: criu, ImagesDir: dir, LogFile: filepath.Join(base, "dump.log"),
+		Args: []string{"--network-lock", "skip"}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reapTree(tree)
+	var deduped int64
+	for _, ps := range res.Procs {
+		deduped += ps.Deduped
+	}
+	if res.SkippedPages < deduped*9/10 {
+		t.Errorf("only %d of %d deduped pages spliced away (pid mapping of the snapshot?)", res.SkippedPages, deduped)
+	}
+	restoreCheck(t, &harness.Dump{Workload: p.Workload, Info: p.Info, WorkDir: p.Dir}, dir, before)
 }
