@@ -75,12 +75,20 @@ type procState struct {
 	locs      []loc    // where that page is stored
 }
 
-func (p *procState) lookup(va uint64) (loc, bool) {
-	i := sort.Search(len(p.vas), func(i int) bool { return p.vas[i] >= va })
-	if i < len(p.vas) && p.vas[i] == va {
-		return p.locs[i], true
+// seekVaddr finds va in a list of n addresses sorted ascending (at(i) is the i-th) and says
+// whether it is there. Lookups come mostly in increasing order, so *cur walks forward from the
+// previous answer; an earlier va falls back to a binary search.
+func seekVaddr(n int, at func(int) uint64, cur *int, va uint64) (int, bool) {
+	i := min(*cur, n)
+	if i > 0 && at(i-1) >= va {
+		i = sort.Search(n, func(k int) bool { return at(k) >= va })
+	} else {
+		for i < n && at(i) < va {
+			i++
+		}
 	}
-	return loc{}, false
+	*cur = i
+	return i, i < n && at(i) == va
 }
 
 type task struct{ pid, ppid int }

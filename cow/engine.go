@@ -8,7 +8,6 @@ import (
 	"hash/maphash"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 
 	"github.com/criukit/criukit/image"
@@ -78,6 +77,7 @@ type procWriter struct {
 	pcur     int        // cursor into the tree parent's vas (pages arrive in address order)
 	sib      int        // the sibling that came just before (-1: none)
 	scur     int        // cursor into its vas
+	fcur     int        // cursor into frames
 }
 
 func (w *procWriter) isUsed(l loc) bool {
@@ -96,21 +96,10 @@ func (w *procWriter) setUsed(l loc) {
 	b[l.idx>>6] |= 1 << (l.idx & 63)
 }
 
-// cursorLoc finds proc pi's page at va. Pages arrive in increasing address order, so a cursor
-// walks pi's sorted vas; an out-of-order va falls back to a binary search.
+// cursorLoc finds proc pi's page at va (cur: this writer's cursor into pi's vas).
 func (w *procWriter) cursorLoc(pi int, cur *int, va uint64) (loc, bool) {
 	p := w.d.procs[pi]
-	vas := p.vas
-	i := min(*cur, len(vas))
-	if i > 0 && vas[i-1] >= va {
-		i = sort.Search(len(vas), func(k int) bool { return vas[k] >= va })
-	} else {
-		for i < len(vas) && vas[i] < va {
-			i++
-		}
-	}
-	*cur = i
-	if i < len(vas) && vas[i] == va {
+	if i, ok := seekVaddr(len(p.vas), func(k int) uint64 { return p.vas[k] }, cur, va); ok {
 		return p.locs[i], true
 	}
 	return loc{}, false
@@ -165,8 +154,7 @@ func (w *procWriter) other(e pment) {
 
 func (w *procWriter) frameOf(va uint64) (PageKey, bool) {
 	fr := w.frames
-	i := sort.Search(len(fr), func(i int) bool { return fr[i].Vaddr >= va })
-	if i < len(fr) && fr[i].Vaddr == va {
+	if i, ok := seekVaddr(len(fr), func(k int) uint64 { return fr[k].Vaddr }, &w.fcur, va); ok {
 		return fr[i].Key, true
 	}
 	return 0, false
@@ -264,9 +252,7 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte, hint 
 	p := w.p
 	if lvl >= 0 {
 		if hasKey {
-			if _, ok := d.frameIndex.get(key); !ok {
-				d.frameIndex.set(key, cand)
-			}
+			d.frameIndex.setIfAbsent(key, cand)
 		}
 		w.setUsed(cand)
 		w.matches = append(w.matches, match{va: va, src: cand, lvl: lvl})
@@ -292,9 +278,7 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte, hint 
 		d.index[h] = l
 	}
 	if hasKey {
-		if _, ok := d.frameIndex.get(key); !ok {
-			d.frameIndex.set(key, l)
-		}
+		d.frameIndex.setIfAbsent(key, l)
 	}
 	w.top.add(va, flags, -1)
 	w.st.Stored++

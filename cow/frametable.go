@@ -59,3 +59,10 @@ func (t *locTable) set(k PageKey, l loc) {
 	l.proc++
 	t.t.set(k, l)
 }
+
+// setIfAbsent records where the first page of frame k is.
+func (t *locTable) setIfAbsent(k PageKey, l loc) {
+	if _, ok := t.get(k); !ok {
+		t.set(k, l)
+	}
+}

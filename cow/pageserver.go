@@ -105,10 +105,7 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 		return err
 	}
 	like := &image.Image{Desc: desc, Head: image.DefaultHead(desc)}
-	rc, err := s.newReceiver(c)
-	if err != nil {
-		return err
-	}
+	rc := s.newReceiver(c)
 	defer rc.stop()
 	go rc.run()
 
@@ -235,10 +232,11 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 	}
 	ppids, tree := map[int]int{}, map[int]int{}
 	for i, p := range TreePids(pid) {
+		v := vpid(p)
 		if i > 0 { // the root's parent is outside the dump (pstree.img says 0)
-			ppids[vpid(p)] = vpid(ppidOf(p))
+			ppids[v] = vpid(ppidOf(p))
 		}
-		tree[vpid(p)] = p
+		tree[v] = p
 	}
 	s, err := NewPageServer(dir, ppids, opt)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"sync/atomic"
 
 	"github.com/criukit/criukit/image"
@@ -76,7 +75,7 @@ type receiver struct {
 	ccur    int
 }
 
-func (s *PageServer) newReceiver(c io.ReadWriter) (*receiver, error) {
+func (s *PageServer) newReceiver(c io.ReadWriter) *receiver {
 	r := &receiver{s: s, rw: c, fd: -1, pr: -1, pw: -1, null: -1,
 		out: make(chan psBatch, recvChunks), free: make(chan []byte, recvChunks), closed: make(chan error, 1),
 		errc: make(chan error, 1), quit: make(chan struct{}), procIdx: -1}
@@ -92,7 +91,7 @@ func (s *PageServer) newReceiver(c io.ReadWriter) (*receiver, error) {
 			}
 		}
 	}
-	return r, nil
+	return r
 }
 
 // stop ends the receiver (after an error of the dedup side, too) and releases its fds.
@@ -114,12 +113,7 @@ func (r *receiver) closeFDs() {
 func (r *receiver) run() {
 	err := r.loop()
 	r.closeFDs()
-	if err != nil {
-		r.errc <- err
-		close(r.out)
-		return
-	}
-	r.errc <- nil
+	r.errc <- err
 	close(r.out)
 }
 
@@ -228,19 +222,20 @@ func (r *receiver) reply(b []byte) error { _, err := r.rw.Write(b); return err }
 // frameAt returns the snapshot's frame of the current process at va.
 func (r *receiver) frameAt(va uint64) (PageKey, bool) {
 	fr := r.cur
-	i := r.ccur
-	if i > 0 && i <= len(fr) && fr[i-1].Vaddr >= va {
-		i = sort.Search(len(fr), func(k int) bool { return fr[k].Vaddr >= va })
-	} else {
-		for i < len(fr) && fr[i].Vaddr < va {
-			i++
-		}
-	}
-	r.ccur = i
-	if i < len(fr) && fr[i].Vaddr == va {
+	if i, ok := seekVaddr(len(fr), func(k int) uint64 { return fr[k].Vaddr }, &r.ccur, va); ok {
 		return fr[i].Key, true
 	}
 	return 0, false
+}
+
+// dupAt returns the frame of the current process' page at va if an earlier process sent it.
+func (r *receiver) dupAt(va uint64) (PageKey, bool) {
+	key, ok := r.frameAt(va)
+	if !ok {
+		return 0, false
+	}
+	p, seen := r.seen.get(key)
+	return key, seen && p != r.procIdx+1
 }
 
 func (r *receiver) snapshot() {
@@ -372,12 +367,10 @@ func (r *receiver) loop() error {
 			if err := r.reply(make([]byte, 4)); err != nil {
 				return err
 			}
-			for { // criu closes its side
-				var b [4096]byte
-				if err := r.readFull(b[:1]); err != nil {
-					return nil
-				}
+			var b [4096]byte
+			for r.readFull(b[:]) == nil { // until criu closes its side
 			}
+			return nil
 		case psIovGet:
 			return fmt.Errorf("%w: PS_IOV_GET (lazy pages) is not supported", ErrProtocol)
 		default:
@@ -396,11 +389,8 @@ func (r *receiver) pages(h psHeader, flags uint32, ps int, shmem bool) error {
 			// a run of pages already received from an earlier process
 			k := 0
 			for j+k < n {
-				key, ok := r.frameAt(va + uint64(k*ps))
-				if !ok {
-					break
-				}
-				if p, seen := r.seen.get(key); !seen || p == r.procIdx+1 {
+				key, dup := r.dupAt(va + uint64(k*ps))
+				if !dup {
 					break
 				}
 				if err := r.emit(psEvent{kind: evDup, va: va + uint64(k*ps), flags: flags, first: j+k == 0, key: key}); err != nil {
@@ -422,10 +412,8 @@ func (r *receiver) pages(h psHeader, flags uint32, ps int, shmem bool) error {
 		k := 1
 		for j+k < n && (r.used+(k+1)*ps) <= len(r.chunk) {
 			if !shmem && r.seen != nil {
-				if key, ok := r.frameAt(va + uint64(k*ps)); ok {
-					if p, seen := r.seen.get(key); seen && p != r.procIdx+1 {
-						break
-					}
+				if _, dup := r.dupAt(va + uint64(k*ps)); dup {
+					break
 				}
 			}
 			k++
