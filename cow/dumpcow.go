@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/criukit/criukit/internal/criurun"
+	"github.com/criukit/criukit/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -143,18 +144,9 @@ func DumpDedup(ctx context.Context, pid int, o criurun.Opts, opt Options) (*Dump
 
 // vpid returns the pid of a process in its own (innermost) pid namespace: the pid in the images.
 func vpid(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return pid
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "NSpid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				if v, err := strconv.Atoi(f[len(f)-1]); err == nil {
-					return v
-				}
-			}
+	if st, err := procfs.ReadStatus(pid); err == nil {
+		if v, ok := st.LastInt("NSpid"); ok {
+			return v
 		}
 	}
 	return pid

@@ -16,6 +16,7 @@ import (
 
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/internal/criurun"
+	"github.com/criukit/criukit/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -231,12 +232,19 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 		}
 	}
 	ppids, tree := map[int]int{}, map[int]int{}
-	for i, p := range TreePids(pid) {
+	inImages := map[int]int{}         // our pid -> pid in the images
+	for i, p := range TreePids(pid) { // parents first
 		v := vpid(p)
-		if i > 0 { // the root's parent is outside the dump (pstree.img says 0)
-			ppids[v] = vpid(ppidOf(p))
-		}
+		inImages[p] = v
 		tree[v] = p
+		if i == 0 {
+			continue // the root's parent is outside the dump (pstree.img says 0)
+		}
+		if st, err := procfs.ReadStatus(p); err == nil {
+			if pp, ok := st.LastInt("PPid"); ok {
+				ppids[v] = inImages[pp]
+			}
+		}
 	}
 	s, err := NewPageServer(dir, ppids, opt)
 	if err != nil {
@@ -318,18 +326,4 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 	res.Result = r
 	res.Dir = dir
 	return res, nil
-}
-
-func ppidOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "PPid:"); ok {
-			v, _ := strconv.Atoi(strings.TrimSpace(rest))
-			return v
-		}
-	}
-	return 0
 }

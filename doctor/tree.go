@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/criukit/criukit/ghosts"
+	"github.com/criukit/criukit/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,25 +92,12 @@ func (r *Report) sessionLeader(o Options) {
 // innerIDs returns pid's process and session ids as seen in its own (innermost) pid namespace:
 // the last fields of NSpid and NSsid in /proc/PID/status.
 func innerIDs(pid int) (inPid, inSid int, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := procfs.ReadStatus(pid)
 	if err != nil {
 		return 0, 0, false
 	}
-	last := func(key string) (int, bool) {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, found := strings.CutPrefix(l, key+":"); found {
-				f := strings.Fields(v)
-				if len(f) == 0 {
-					return 0, false
-				}
-				n, err := strconv.Atoi(f[len(f)-1])
-				return n, err == nil
-			}
-		}
-		return 0, false
-	}
-	inPid, ok1 := last("NSpid")
-	inSid, ok2 := last("NSsid")
+	inPid, ok1 := st.LastInt("NSpid")
+	inSid, ok2 := st.LastInt("NSsid")
 	return inPid, inSid, ok1 && ok2
 }
 
