@@ -172,15 +172,20 @@ func attrName(k Kind, t uint16) string {
 	return ""
 }
 
+// fixedLen is the size of the fixed header after the nlmsghdr (ifaddrmsg, rtmsg or fib_rule_hdr).
+func (d *Dump) fixedLen() int {
+	if d.Kind == KindAddr {
+		return ifaMsgLen
+	}
+	return rtMsgLen
+}
+
 // fields lists the address attributes of message i (and checks its attribute structure).
 func (d *Dump) fields(i int) ([]Field, error) {
 	m := d.msgs[i]
 	body := m.off + nlmsgHdrLen
 	end := m.off + m.len
-	fixed := rtMsgLen
-	if d.Kind == KindAddr {
-		fixed = ifaMsgLen
-	}
+	fixed := d.fixedLen()
 	if end-body < fixed {
 		return nil, fmt.Errorf("%w: message %d at offset %d: %d bytes, too short for its %d-byte header", ErrFormat, i, m.off, m.len, nlmsgHdrLen+fixed)
 	}
@@ -309,11 +314,7 @@ type NameField struct {
 func (d *Dump) Names() []NameField {
 	var out []NameField
 	for i, m := range d.msgs {
-		fixed := rtMsgLen
-		if d.Kind == KindAddr {
-			fixed = ifaMsgLen
-		}
-		_ = walkAttrs(d.data, m.off+nlmsgHdrLen+fixed, m.off+m.len, func(t uint16, p, l int) error { // checked by Parse
+		_ = walkAttrs(d.data, m.off+nlmsgHdrLen+d.fixedLen(), m.off+m.len, func(t uint16, p, l int) error { // checked by Parse
 			name := ""
 			switch {
 			case d.Kind == KindAddr && t == ifaLabel:
