@@ -56,18 +56,7 @@ func (p *parser) rawKey() ([]byte, error) {
 
 // members calls f for every key of the object at the current position.
 func (p *parser) members(f func(k []byte) error) error {
-	if err := p.expect('{'); err != nil {
-		return err
-	}
-	if err := p.enter(); err != nil {
-		return err
-	}
-	if p.peek() == '}' {
-		p.pos++
-		p.depth--
-		return nil
-	}
-	for {
+	return p.sequence('{', '}', "object", func(int) error {
 		if p.peek() != '"' {
 			return p.errf("expected a string key")
 		}
@@ -78,48 +67,41 @@ func (p *parser) members(f func(k []byte) error) error {
 		if err := p.expect(':'); err != nil {
 			return err
 		}
-		if err := f(k); err != nil {
-			return err
-		}
-		switch p.peek() {
-		case ',':
-			p.pos++
-		case '}':
-			p.pos++
-			p.depth--
-			return nil
-		default:
-			return p.errf("expected ',' or '}' in object")
-		}
-	}
+		return f(k)
+	})
 }
 
 // elements calls f for every element of the array at the current position.
 func (p *parser) elements(f func(i int) error) error {
-	if err := p.expect('['); err != nil {
+	return p.sequence('[', ']', "array", f)
+}
+
+// sequence reads open, then items separated by ',' (each read by item), then end.
+func (p *parser) sequence(open, end byte, what string, item func(i int) error) error {
+	if err := p.expect(open); err != nil {
 		return err
 	}
 	if err := p.enter(); err != nil {
 		return err
 	}
-	if p.peek() == ']' {
+	if p.peek() == end {
 		p.pos++
 		p.depth--
 		return nil
 	}
 	for i := 0; ; i++ {
-		if err := f(i); err != nil {
+		if err := item(i); err != nil {
 			return err
 		}
 		switch p.peek() {
 		case ',':
 			p.pos++
-		case ']':
+		case end:
 			p.pos++
 			p.depth--
 			return nil
 		default:
-			return p.errf("expected ',' or ']' in array")
+			return p.errf("expected ',' or '%c' in %s", end, what)
 		}
 	}
 }
