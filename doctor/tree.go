@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -101,13 +100,15 @@ func innerIDs(pid int) (inPid, inSid int, ok bool) {
 	return inPid, inSid, ok1 && ok2
 }
 
-// readInet maps socket inodes of pid's network namespace to their TCP state name.
+// readInet maps socket inodes of pid's network namespace to "" or, for a connected TCP socket,
+// its state and addresses.
 func readInet(pid int, inet map[uint64]string) {
-	for _, f := range []string{"tcp", "tcp6"} {
+	for _, f := range []string{"tcp", "tcp6", "udp", "udp6", "raw", "raw6"} {
 		fh, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, f))
 		if err != nil {
 			continue
 		}
+		tcp := strings.HasPrefix(f, "tcp")
 		sc := bufio.NewScanner(fh)
 		for sc.Scan() {
 			fl := strings.Fields(sc.Text())
@@ -118,35 +119,15 @@ func readInet(pid int, inet map[uint64]string) {
 			if err != nil || ino == 0 {
 				continue
 			}
-			st := fl[3]
-			if name, ok := connectedTCP[st]; ok {
+			inet[ino] = ""
+			if name, ok := connectedTCP[fl[3]]; ok && tcp {
 				inet[ino] = name + " " + addr(fl[1]) + " -> " + addr(fl[2])
-			} else {
-				inet[ino] = ""
-			}
-		}
-		fh.Close()
-	}
-	for _, f := range []string{"udp", "udp6", "raw", "raw6"} {
-		fh, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, f))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(fh)
-		for sc.Scan() {
-			fl := strings.Fields(sc.Text())
-			if len(fl) < 10 || fl[0] == "sl" {
-				continue
-			}
-			if ino, err := strconv.ParseUint(fl[9], 10, 64); err == nil && ino != 0 {
-				inet[ino] = ""
 			}
 		}
 		fh.Close()
 	}
 }
 
-// addr turns /proc/net/tcp's "0100007F:1F90" into "127.0.0.1:8080" (IPv4) or leaves it as is.
 func addr(s string) string {
 	h, p, ok := strings.Cut(s, ":")
 	port, err := strconv.ParseUint(p, 16, 16)
@@ -163,8 +144,7 @@ func addr(s string) string {
 }
 
 func (r *Report) fds(o Options, pid int, inet map[uint64]string) {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	fds, err := procfs.FDs(pid)
 	if err != nil {
 		return
 	}
@@ -175,16 +155,8 @@ func (r *Report) fds(o Options, pid int, inet map[uint64]string) {
 		}
 	}
 	reportedOld := false
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		link, err := os.Readlink(p)
-		if err != nil {
-			continue
-		}
+	for _, d := range fds {
+		fd, p, link := d.Num, d.Path, d.Link
 		where := fmt.Sprintf("pid %d fd %d (%s)", pid, fd, link)
 		if anon, ok := strings.CutPrefix(link, "anon_inode:"); ok {
 			r.anon(pid, fd, where, anon)

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/criukit/criukit/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -208,26 +208,17 @@ func (s *scanner) warn(format string, a ...any) {
 }
 
 func (s *scanner) fds(pid int) error {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	fds, err := procfs.FDs(pid)
 	if err != nil {
 		return fmt.Errorf("list fds of pid %d: %w", pid, err)
 	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		link, err := os.Readlink(p)
-		if err != nil {
-			continue // closed meanwhile
-		}
+	for _, d := range fds {
+		fd, p, link := d.Num, d.Path, d.Link
 		var st unix.Stat_t
 		if err := unix.Stat(p, &st); err != nil {
 			continue
 		}
-		where := "fd " + e.Name()
+		where := "fd " + strconv.Itoa(fd)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
 			s.file(pid, fd, where, p, link, &st)

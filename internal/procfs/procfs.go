@@ -1,5 +1,5 @@
-// Package procfs reads the fields of /proc/PID/status that several packages need (NSpid, NSsid,
-// PPid): one parser instead of a loop in each.
+// Package procfs reads what several packages need from /proc/PID: status fields (NSpid, NSsid,
+// PPid) and the open fds: one reader instead of a loop in each.
 package procfs
 
 import (
@@ -36,4 +36,34 @@ func (s Status) LastInt(key string) (int, bool) {
 	}
 	n, err := strconv.Atoi(f[len(f)-1])
 	return n, err == nil
+}
+
+// FD is one open file descriptor of a process.
+type FD struct {
+	Num  int
+	Path string // /proc/PID/fd/NUM (stat it to reach the open file itself)
+	Link string // its readlink: a path, "socket:[ino]", "anon_inode:[eventfd]", ...
+}
+
+// FDs lists the open file descriptors of pid (those closed while listing are left out).
+func FDs(pid int) ([]FD, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]FD, 0, len(ents))
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p := dir + "/" + e.Name()
+		link, err := os.Readlink(p)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		out = append(out, FD{Num: n, Path: p, Link: link})
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package procfs
 
 import (
 	"os"
+	"strconv"
 	"testing"
 )
 
@@ -23,5 +24,26 @@ func TestReadStatus(t *testing.T) {
 	}
 	if _, err := ReadStatus(-1); err == nil {
 		t.Error("pid -1 read")
+	}
+}
+
+func TestFDs(t *testing.T) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fds, err := FDs(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range fds {
+		if d.Num == int(f.Fd()) {
+			found = d.Link == "/proc/"+strconv.Itoa(os.Getpid())+"/status"
+		}
+	}
+	if !found {
+		t.Errorf("fd %d (/proc/self/status) not listed right: %+v", f.Fd(), fds)
 	}
 }
