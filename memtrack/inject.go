@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/criukit/criukit/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -229,21 +230,14 @@ func injectUffdHere(pid int) (fd int, err error) {
 
 // UffdFDs lists the fds of pid that are userfaultfds (anon_inode:[userfaultfd]).
 func UffdFDs(pid int) ([]int, error) {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	fds, err := procfs.FDs(pid)
 	if err != nil {
 		return nil, fmt.Errorf("list fds of pid %d: %w", pid, err)
 	}
 	var out []int
-	for _, e := range ents {
-		link, err := os.Readlink(dir + "/" + e.Name())
-		if err != nil {
-			continue
-		}
-		if link == "anon_inode:[userfaultfd]" {
-			var n int
-			fmt.Sscan(e.Name(), &n)
-			out = append(out, n)
+	for _, d := range fds {
+		if d.Link == "anon_inode:[userfaultfd]" {
+			out = append(out, d.Num)
 		}
 	}
 	return out, nil
