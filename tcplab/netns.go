@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 	"unsafe"
@@ -63,26 +62,7 @@ type ifreq struct {
 // options of the determinism recipe.
 func newSide(addr netip.Addr, o *Options) (*side, error) {
 	s := &side{tun: -1, addr: addr}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
-			return
-		}
-		err = s.setup(o)
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	if err := nsrun.InNew(func() error { return s.setup(o) }); err != nil {
 		s.close()
 		return nil, err
 	}

@@ -7,11 +7,34 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Do runs fn on a thread switched into ns and returns its error. If switching back fails the
 // thread stays locked, so the runtime discards it when the goroutine ends.
 func Do(ns netns.NsHandle, fn func() error) error {
+	return onThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("setns: %w", err)
+		}
+		return nil
+	}, fn)
+}
+
+// InNew runs fn on a thread moved into a new network namespace (fn can keep it with
+// netns.Get); the thread then returns to the caller's namespace, as with Do.
+func InNew(fn func() error) error {
+	return onThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
+		}
+		return nil
+	}, fn)
+}
+
+// onThread runs enter and then fn on a locked thread, and switches the thread back to its
+// original network namespace.
+func onThread(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -21,9 +44,11 @@ func Do(ns netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns: %w", err)
+		if err := enter(); err != nil {
+			if netns.Set(orig) == nil { // unshare may have failed half way; setns is a no-op then
+				runtime.UnlockOSThread()
+			}
+			errc <- err
 			return
 		}
 		err = fn()
