@@ -78,18 +78,8 @@ func TestLiveClone(t *testing.T) {
 		sock := filepath.Join(t.TempDir(), "shared.sock")
 		p := harness.Start(t, "net-pair", harness.WithNetns(ns), harness.WithArgs("-server", "10.11.0.2", "-client", "10.11.0.1", "-unix", sock))
 		d := p.Dump(t, "--tcp-established", "--network-lock", "nftables")
-		res, err := Clone(context.Background(), d.Dir, Options{Copies: 2, Pool: netip.MustParsePrefix("10.31.0.0/24"), Overlay: true,
+		res := cloneOK(t, d.Dir, Options{Copies: 2, Pool: netip.MustParsePrefix("10.31.0.0/24"), Overlay: true,
 			Out: filepath.Join(t.TempDir(), "c"), NetnsPrefix: fmt.Sprintf("crk-clone-%d-ov-", os.Getpid())})
-		if res != nil {
-			t.Cleanup(func() {
-				for _, c := range res.Copies {
-					c.Stop()
-				}
-			})
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
 		check := filepath.Join(p.Dir, "check")
 		os.Remove(check)
 		for _, c := range res.Copies {
@@ -136,18 +126,8 @@ func TestLiveClone(t *testing.T) {
 			if tc.pool != "" {
 				pool = netip.MustParsePrefix(tc.pool)
 			}
-			res, err := Clone(context.Background(), d.Dir, Options{Copies: 3, Pool: pool,
+			res := cloneOK(t, d.Dir, Options{Copies: 3, Pool: pool,
 				Out: filepath.Join(t.TempDir(), "clones"), NetnsPrefix: fmt.Sprintf("crk-clone-%d-%s-", os.Getpid(), tc.name[len(tc.name)-2:])})
-			if res != nil {
-				t.Cleanup(func() {
-					for _, c := range res.Copies {
-						c.Stop()
-					}
-				})
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
 			port := strings.TrimPrefix(p.Info, "port=")
 			next := pool.Addr()
 			for _, c := range res.Copies {
@@ -188,4 +168,22 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatalf("bad number %q", s)
 	}
 	return n
+}
+
+// cloneOK clones dir, stops the copies when the test ends (also those of a partial result) and
+// fails the test on an error.
+func cloneOK(t *testing.T, dir string, o Options) *Result {
+	t.Helper()
+	res, err := Clone(context.Background(), dir, o)
+	if res != nil {
+		t.Cleanup(func() {
+			for _, c := range res.Copies {
+				c.Stop()
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
