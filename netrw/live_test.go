@@ -262,8 +262,9 @@ func TestLiveMoveOwnNetns(t *testing.T) {
 }
 
 // net close --external on a dump with one in-tree pair and one outside peer: the tree's end of the
-// outside connection reads EOF and gets EPIPE, the outside peer gets a reset, the pair continues,
-// and no tcp-stream image is left for the closed socket.
+// outside connection reads EOF and gets EPIPE, the pair continues, and no tcp-stream image is left
+// for the closed socket. The outside peer is told nothing by the restore itself: it learns the
+// connection is gone (a reset) the next time it sends; the echo peer's -poke probe is that send.
 func TestLiveCloseExternal(t *testing.T) {
 	testenv.Short(t)
 	subreaper()
@@ -277,7 +278,7 @@ func TestLiveCloseExternal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newNetns(t, tc.addrs...)
-			echo := harness.Start(t, "net-echo", harness.WithNetns(ns), harness.WithArgs("-addr", tc.ext))
+			echo := harness.Start(t, "net-echo", harness.WithNetns(ns), harness.WithArgs("-addr", tc.ext, "-poke"))
 			port := strings.TrimPrefix(echo.Info, "port=")
 			extAP := netip.AddrPortFrom(netip.MustParseAddr(tc.ext), uint16(mustAtoi(t, port)))
 			p := harness.Start(t, "net-pair", harness.WithNetns(ns), harness.WithArgs("-server", tc.server, "-client", tc.client, "-ext", extAP.String()))

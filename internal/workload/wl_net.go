@@ -27,8 +27,9 @@ import (
 //	    what it sends. Check: "ok seq=N accepts=A client=STATE ext=STATE".
 //	net-pair-ownns: the same in a network namespace of its own, after bringing lo up and adding
 //	    -addrs to it.
-//	net-echo -addr ADDR: the outside peer; it sends a counter every 50 ms on the connection it
-//	    accepts and reads it back. Check: "ok sent=N state=STATE" (STATE is the first error).
+//	net-echo -addr ADDR [-poke]: the outside peer; it sends a counter every 50 ms on the connection it
+//	    accepts and reads it back. Check: "ok sent=N state=STATE" (STATE is the first error). With
+//	    -poke it sends a 1-byte probe each second the echo is late, so it learns when the other end is gone.
 func init() {
 	Register("net-pair", runNetPair)
 	RegisterNS("net-pair-ownns", unix.CLONE_NEWNET, runNetPair)
@@ -399,6 +400,7 @@ func runNetPairClient(c *Ctx) error {
 func runNetEcho(c *Ctx) error {
 	fs := flag.NewFlagSet("net-echo", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1", "listen address")
+	poke := fs.Bool("poke", false, "while no echo comes back for 1 s, send a 1-byte probe (so a peer whose socket is gone answers with a reset)")
 	if err := fs.Parse(c.Args); err != nil {
 		return err
 	}
@@ -431,6 +433,16 @@ func runNetEcho(c *Ctx) error {
 			if err := netWriteAll(fd, b); err != nil {
 				st.set("write:" + netErrName(err))
 				return
+			}
+			for *poke {
+				pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+				if n, err := unix.Poll(pfd, 1000); err != nil && err != unix.EINTR || n > 0 {
+					break
+				}
+				if _, err := unix.Write(fd, []byte{0}); err != nil {
+					st.set("write:" + netErrName(err))
+					return
+				}
 			}
 			if err := netReadFull(fd, b); err != nil {
 				st.set("read:" + netErrName(err))
