@@ -182,6 +182,9 @@ func WritePs(w io.Writer, roots []*Proc) {
 }
 
 // file returns files.img's entry with id, or nil.
+// File returns files.img's entry id (nil when there is none).
+func (d *Dir) File(id uint32) *fdinfo.FileEntry { return d.file(id) }
+
 func (d *Dir) file(id uint32) *fdinfo.FileEntry {
 	if d.files == nil {
 		d.files = map[uint32]*fdinfo.FileEntry{}
