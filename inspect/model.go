@@ -321,7 +321,10 @@ func Collect(c *ckpt.Checkpoint, o Options) (*Report, error) {
 	}
 	if o.Stats {
 		if r.Stats, err = readStats(c); err != nil {
-			return nil, err
+			if !errors.Is(err, errNoStats) {
+				return nil, err
+			}
+			r.Warnings = append(r.Warnings, err.Error())
 		}
 	}
 	if !(o.PsTree || o.Files || o.Sockets || o.Memory || o.Mounts) {
@@ -403,8 +406,10 @@ func readStats(c *ckpt.Checkpoint) (*Stats, error) {
 			}
 		}
 	}
-	return nil, fmt.Errorf("%s: no stats-dump (CRIU writes it unless the dump failed or ran with --no-stats... re-dump to get statistics)", c.Path)
+	return nil, fmt.Errorf("%s: %w", c.Path, errNoStats)
 }
+
+var errNoStats = errors.New("no stats-dump (container engines keep it next to checkpoint/; a plain images directory has it only when criu dump wrote it there)")
 
 func find(ps []*Process, pid uint32) *Process {
 	var out *Process
