@@ -413,8 +413,8 @@ func init() {
 	m := memparseCmd.Flags()
 	m.Uint32VarP(&memOpt.pid, "pid", "p", 0, "process to dump or search")
 	m.StringVarP(&memOpt.output, "output", "o", "", "write the hexdump to FILE")
-	m.StringArrayVarP(&memOpt.search, "search", "s", nil, "literal pattern (repeatable)")
-	m.StringArrayVarP(&memOpt.regex, "search-regex", "r", nil, "regular expression, Go RE2 syntax (repeatable)")
+	m.VarP((*patternList)(&memOpt.search), "search", "s", "literal pattern (repeatable)")
+	m.VarP((*patternList)(&memOpt.regex), "search-regex", "r", "regular expression, Go RE2 syntax (repeatable)")
 	m.IntVarP(&memOpt.context, "context", "c", 0, "bytes of context around each hit")
 	m.StringVar(&memOpt.vma, "vma", "", "only VMAs of these kinds (heap,stack,anon,file,shmem,memfd,vdso,...) or paths containing it")
 	m.StringVar(&memOpt.prot, "prot", "", `only VMAs with these rights ("rw") or without them ("-x")`)
@@ -426,4 +426,19 @@ func init() {
 
 	inspectCmd.AddCommand(inspectShowCmd, memparseCmd)
 	root.AddCommand(inspectCmd)
+}
+
+// patternList is a repeatable string flag; setting it to "" (its default) clears it, so resetting
+// the flags to their defaults really empties it.
+type patternList []string
+
+func (p *patternList) String() string { return strings.Join(*p, ",") }
+func (p *patternList) Type() string   { return "pattern" }
+func (p *patternList) Set(v string) error {
+	if v == "" {
+		*p = nil
+		return nil
+	}
+	*p = append(*p, v)
+	return nil
 }
