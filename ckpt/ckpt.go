@@ -35,7 +35,29 @@ type Options struct {
 	SkipPages bool
 	// TempDir is where compressed archives are spooled (os.TempDir() when empty).
 	TempDir string
+	// The hooks below see each pages-*.img member of a compressed archive when the stream reaches it,
+	// with sofar: the images spooled before it (podman, CRI-O and containerd write pagemap-*.img,
+	// mm-*.img and core-*.img before pages-*.img, in name order). They let a caller avoid spooling
+	// the pages at all.
+	//
+	// StreamPages, when set, consumes the decompressed pages file r itself (a memory search); the
+	// file is then not kept (reading it gives ErrPagesStreamed). Returning ErrKeep spools it as usual
+	// (only valid before reading r).
+	StreamPages func(sofar fs.FS, name string, size int64, r io.Reader) error
+	// KeepPages, when set (and StreamPages is not), returns the byte ranges of the pages file to keep
+	// (e.g. the pages holding command lines and environments); reads outside them fail with
+	// ErrPagesSkipped. ok=false keeps the whole file.
+	KeepPages func(sofar fs.FS, name string) (keep []Range, ok bool)
 }
+
+// Range is a byte range of a file.
+type Range struct{ Off, Len int64 }
+
+// ErrKeep is returned by a StreamPages hook that declines a file (it is spooled as usual).
+var ErrKeep = errors.New("keep this pages file")
+
+// ErrPagesStreamed is returned when a pages file consumed by a StreamPages hook is read.
+var ErrPagesStreamed = errors.New("pages streamed to the caller while opening, not kept")
 
 // Sizes are the byte counts checkpointctl's show reports, from the archive's headers.
 type Sizes struct {
@@ -189,7 +211,7 @@ func (c *Checkpoint) index(f *os.File, p string, o Options) error {
 		}
 		os.Remove(sp.Name()) // unlinked: the space goes away with the last close, even on a crash
 		c.closer = append(c.closer, sp)
-		if err := t.indexSpooled(zr, sp, p, o.SkipPages); err != nil {
+		if err := t.indexSpooled(zr, sp, p, o); err != nil {
 			return err
 		}
 		c.Sizes.Spooled = t.spooled
@@ -367,7 +389,12 @@ func spoolWanted(name string, size int64, skipPages bool) (bool, error) {
 	return size <= 16<<20, fmt.Errorf("%s (%d bytes) is not kept when reading a compressed archive", name, size)
 }
 
-func (t *tarFS) indexSpooled(r io.Reader, sp *os.File, p string, skipPages bool) error {
+func isPages(name string) bool {
+	base := path.Base(name)
+	return strings.HasPrefix(base, "pages-") && strings.HasSuffix(base, ".img")
+}
+
+func (t *tarFS) indexSpooled(r io.Reader, sp *os.File, p string, o Options) error {
 	tr := tar.NewReader(r)
 	var off int64
 	for {
@@ -385,8 +412,36 @@ func (t *tarFS) indexSpooled(r io.Reader, sp *os.File, p string, skipPages bool)
 		if !ok {
 			continue
 		}
+		if !e.dir && e.link == "" && isPages(e.name) && !o.SkipPages && (o.StreamPages != nil || o.KeepPages != nil) {
+			images := path.Dir(e.name)
+			sofar, err := fs.Sub(t, images)
+			if err != nil {
+				return err
+			}
+			if o.StreamPages != nil {
+				cr := &countingReader{r: io.LimitReader(tr, e.size)}
+				err := o.StreamPages(sofar, path.Base(e.name), e.size, cr)
+				switch {
+				case err == nil:
+					e.skip = ErrPagesStreamed
+					t.add(e)
+					continue
+				case errors.Is(err, ErrKeep) && cr.n == 0:
+				default:
+					return fmt.Errorf("%s: %s: %w", p, e.name, err)
+				}
+			} else if keep, ok := o.KeepPages(sofar, path.Base(e.name)); ok {
+				sr, n, err := spoolRanges(tr, sp, off, e.size, keep)
+				if err != nil {
+					return fmt.Errorf("%s: %s: %w", p, e.name, err)
+				}
+				e.ra, off, t.spooled = sr, off+n, t.spooled+n
+				t.add(e)
+				continue
+			}
+		}
 		if !e.dir && e.link == "" {
-			keep, why := spoolWanted(e.name, e.size, skipPages)
+			keep, why := spoolWanted(e.name, e.size, o.SkipPages)
 			if keep {
 				n, err := io.Copy(sp, tr)
 				if err != nil {
@@ -547,4 +602,74 @@ func (d *dirFile) ReadDir(n int) ([]fs.DirEntry, error) {
 	out := d.rest[:n]
 	d.rest = d.rest[n:]
 	return out, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// chunk maps bytes [off, off+n) of a member to spool offset at.
+type chunk struct{ off, n, at int64 }
+
+// sparse serves the kept ranges of a member; other bytes are ErrPagesSkipped.
+type sparse struct {
+	ra     io.ReaderAt
+	size   int64
+	chunks []chunk // sorted, disjoint
+}
+
+func (s *sparse) ReadAt(p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		o := off + int64(done)
+		if o >= s.size {
+			return done, io.EOF
+		}
+		i := sort.Search(len(s.chunks), func(i int) bool { return s.chunks[i].off+s.chunks[i].n > o })
+		if i == len(s.chunks) || s.chunks[i].off > o {
+			return done, fmt.Errorf("offset %d: %w", o, ErrPagesSkipped)
+		}
+		c := s.chunks[i]
+		k := min(int64(len(p)-done), c.off+c.n-o)
+		n, err := s.ra.ReadAt(p[done:done+int(k)], c.at+o-c.off)
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// spoolRanges copies the wanted ranges of a member streamed from r into the spool at offset at.
+func spoolRanges(r io.Reader, sp *os.File, at, size int64, want []Range) (*sparse, int64, error) {
+	sort.Slice(want, func(i, j int) bool { return want[i].Off < want[j].Off })
+	s := &sparse{ra: sp, size: size}
+	var pos, n int64
+	for _, w := range want {
+		lo, hi := max(w.Off, pos), min(w.Off+w.Len, size)
+		if hi <= lo {
+			continue
+		}
+		if _, err := io.CopyN(io.Discard, r, lo-pos); err != nil {
+			return nil, 0, err
+		}
+		k, err := io.CopyN(sp, r, hi-lo)
+		if err != nil {
+			return nil, 0, err
+		}
+		s.chunks = append(s.chunks, chunk{off: lo, n: k, at: at + n})
+		n += k
+		pos = hi
+	}
+	if _, err := io.CopyN(io.Discard, r, size-pos); err != nil {
+		return nil, 0, err
+	}
+	return s, n, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/criukit/criukit/ckpt"
 	"github.com/criukit/criukit/inspect"
+	"github.com/criukit/criukit/internal/compress"
 	"github.com/criukit/criukit/internal/podman"
 	"github.com/criukit/criukit/internal/testenv"
 )
@@ -460,6 +461,46 @@ func checkSearch(t *testing.T, f *fixture) {
 	if len(stack) == 0 {
 		t.Errorf("environment not found on the stack")
 	}
+	// Streaming search of compressed archives (no pages spooled) finds exactly what the random-access
+	// search finds: on podman's zstd export, and on the second checkpoint (which carries stale
+	// images of the first one: pagemaps of exited tasks naming the same pages ids) recompressed.
+	rezst := recompressZstd(t, f.tar)
+	for _, c := range [][2]string{{f.zst, f.zst}, {f.tar, rezst}} {
+		o := inspect.SearchOptions{Patterns: []string{"SECRET=", "opened-file"}, Regexps: []string{"s3cr3t-[a-z]+"}, Context: 5}
+		want := search(t, c[0], o)
+		var got []inspect.Hit
+		st, err := inspect.SearchPath(c[1], o, func(h inspect.Hit) error { got = append(got, h); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := func(hs []inspect.Hit) string {
+			var ks []string
+			for _, h := range hs {
+				ks = append(ks, fmt.Sprintf("%d %x %s %s", h.Pid, h.Vaddr, h.Pattern, h.VMA.Kind))
+			}
+			sort.Strings(ks)
+			return strings.Join(ks, "\n")
+		}
+		if key(want) != key(got) || len(want) == 0 || st.Hits != len(got) {
+			t.Errorf("streamed search of %s: %d hits (stats %d), random access %d:\n%s\n---\n%s", c[1], len(got), st.Hits, len(want), key(got), key(want))
+		}
+	}
+	// inspect of a compressed archive keeps only the argv/env pages, and reads the same.
+	ck, err := inspect.OpenFor(rezst, inspect.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rz, err := inspect.Collect(ck, inspect.All)
+	ck.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := collect(t, f.tar, inspect.All)
+	jz, _ := json.Marshal(rz.Tree)
+	jt, _ := json.Marshal(rt.Tree)
+	if string(jz) != string(jt) || rz.Sizes.Spooled >= rz.Sizes.Pages {
+		t.Errorf("zstd inspect: spooled %d of %d pages bytes; tree equal: %v", rz.Sizes.Spooled, rz.Sizes.Pages, string(jz) == string(jt))
+	}
 	if len(all) > 0 {
 		h := all[0]
 		in := search(t, f.zst, inspect.SearchOptions{Patterns: []string{h.Pattern}, Pids: []uint32{h.Pid}, From: h.Vaddr, To: h.Vaddr + uint64(h.Length)})
@@ -605,4 +646,27 @@ func compact(b []byte) string {
 	var buf bytes.Buffer
 	json.Compact(&buf, b)
 	return buf.String()
+}
+
+func recompressZstd(t *testing.T, src string) string {
+	t.Helper()
+	in, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "re.tar.zst")
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	zw, err := compress.NewWriter(out, compress.Zstd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(in)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }

@@ -294,6 +294,15 @@ func Open(p string, withPages bool) (*ckpt.Checkpoint, error) {
 	return ckpt.Open(p, ckpt.Options{SkipPages: !withPages})
 }
 
+// OpenFor opens a checkpoint with what the views of o read: of a compressed archive's pages, only
+// those holding command lines and environments (none when o needs neither).
+func OpenFor(p string, o Options) (*ckpt.Checkpoint, error) {
+	if o.Cmdline || o.Env {
+		return ckpt.Open(p, ckpt.Options{KeepPages: KeepArgsEnv})
+	}
+	return ckpt.Open(p, ckpt.Options{SkipPages: true})
+}
+
 // Collect reads the views o asks for. The checkpoint must stay open while the report is used
 // for memory views (HTML, search).
 func Collect(c *ckpt.Checkpoint, o Options) (*Report, error) {

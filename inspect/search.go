@@ -2,8 +2,16 @@ package inspect
 
 import (
 	"bytes"
+	"io/fs"
+
 	"errors"
 	"fmt"
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/criukit/criukit/ckpt"
+	"github.com/criukit/criukit/image/explore"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"regexp"
 	"sort"
@@ -93,129 +101,227 @@ type segment struct {
 	parent bool
 }
 
-// Search streams the memory of the selected tasks and calls fn for every hit, in address order per
-// task. Pages are read in 4 MiB chunks straight from pages-*.img (in place for plain tars and
-// directories); pages in a parent dump are read through it.
-func (im *Images) Search(o SearchOptions, fn func(Hit) error) (SearchStats, error) {
-	start := time.Now()
-	var st SearchStats
-	var ms []matcher
+// searcher holds the compiled patterns and running totals of one search.
+type searcher struct {
+	o       SearchOptions
+	ms      []matcher
+	overlap int
+	buf     []byte
+	st      SearchStats
+	fn      func(Hit) error
+}
+
+func newSearcher(o SearchOptions, fn func(Hit) error) (*searcher, error) {
+	sr := &searcher{o: o, fn: fn}
 	maxLit := 0
 	for _, p := range o.Patterns {
 		if p == "" {
-			return st, errors.New("empty search pattern")
+			return nil, errors.New("empty search pattern")
 		}
-		ms = append(ms, matcher{name: p, lit: []byte(p)})
+		sr.ms = append(sr.ms, matcher{name: p, lit: []byte(p)})
 		maxLit = max(maxLit, len(p))
 	}
 	for _, p := range o.Regexps {
 		re, err := regexp.Compile(p)
 		if err != nil {
-			return st, fmt.Errorf("--search-regex %q: %w", p, err)
+			return nil, fmt.Errorf("--search-regex %q: %w", p, err)
 		}
-		ms = append(ms, matcher{name: p, re: re})
+		sr.ms = append(sr.ms, matcher{name: p, re: re})
 	}
-	if len(ms) == 0 {
-		return st, errors.New("nothing to search for (give --search or --search-regex)")
+	if len(sr.ms) == 0 {
+		return nil, errors.New("nothing to search for (give --search or --search-regex)")
 	}
-	overlap := maxLit - 1
+	sr.overlap = max(maxLit-1, 0)
 	if len(o.Regexps) > 0 {
-		overlap = max(overlap, regexOverlap)
+		sr.overlap = max(sr.overlap, regexOverlap)
 	}
-	overlap = max(overlap, 0)
+	sr.buf = make([]byte, chunkSize+sr.overlap)
+	return sr, nil
+}
+
+func (sr *searcher) wantPid(pid uint32) bool {
+	if len(sr.o.Pids) == 0 {
+		return true
+	}
+	for _, p := range sr.o.Pids {
+		if p == pid {
+			return true
+		}
+	}
+	return false
+}
+
+// segment scans one run. fill(b, pos) puts the run's bytes [pos, pos+len(b)) into b; windows are
+// asked for in increasing pos, each overlapping the previous one by sr.overlap bytes (a streaming
+// fill can keep the tail). s.ra (for context across windows) may be nil.
+func (sr *searcher) segment(pid uint32, comm string, s segment, fill func(b []byte, pos uint64) error) error {
+	for pos := uint64(0); pos < s.n; pos += chunkSize {
+		n := min(uint64(chunkSize+sr.overlap), s.n-pos)
+		b := sr.buf[:n]
+		if err := fill(b, pos); err != nil {
+			return fmt.Errorf("pid %d at %#x: %w", pid, s.vaddr+pos, err)
+		}
+		sr.st.Bytes += int64(min(uint64(chunkSize), n))
+		limit := min(uint64(chunkSize), n) // hits must start in this window's own part
+		var hits []Hit
+		for _, m := range sr.ms {
+			add := func(i, l int) {
+				h := Hit{Pid: pid, Comm: comm, Vaddr: s.vaddr + pos + uint64(i), Pattern: m.name, Length: l, Parent: s.parent}
+				if s.vma != nil {
+					h.VMA = *s.vma
+				}
+				h.Match, h.CtxFrom = contextOf(s, pos, b, i, l, sr.o.Context)
+				hits = append(hits, h)
+			}
+			if m.lit != nil {
+				for i := 0; i < len(b); {
+					k := bytes.Index(b[i:], m.lit)
+					if k < 0 || uint64(i+k) >= limit {
+						break
+					}
+					add(i+k, len(m.lit))
+					i += k + 1
+				}
+			} else {
+				for _, ix := range m.re.FindAllIndex(b, -1) {
+					if uint64(ix[0]) >= limit {
+						break
+					}
+					add(ix[0], ix[1]-ix[0])
+				}
+			}
+		}
+		if len(sr.ms) > 1 {
+			sort.SliceStable(hits, func(i, j int) bool { return hits[i].Vaddr < hits[j].Vaddr })
+		}
+		for _, h := range hits {
+			sr.st.Hits++
+			if err := sr.fn(h); err != nil {
+				return err
+			}
+			if sr.o.Max > 0 && sr.st.Hits >= sr.o.Max {
+				return ErrStop
+			}
+		}
+	}
+	return nil
+}
+
+// Search streams the memory of the selected tasks and calls fn for every hit, in address order per
+// task. Pages are read in 4 MiB chunks straight from pages-*.img (in place for plain tars and
+// directories); pages in a parent dump are read through it.
+func (im *Images) Search(o SearchOptions, fn func(Hit) error) (SearchStats, error) {
+	start := time.Now()
+	sr, err := newSearcher(o, fn)
+	if err != nil {
+		return SearchStats{}, err
+	}
 	tasks, err := im.Tasks()
 	if err != nil {
-		return st, err
-	}
-	want := map[uint32]bool{}
-	for _, p := range o.Pids {
-		want[p] = true
+		return sr.st, err
 	}
 	found := map[uint32]bool{}
-	buf := make([]byte, chunkSize+overlap)
 	for _, t := range tasks {
-		if len(want) > 0 && !want[t.Pid()] {
+		if !sr.wantPid(t.Pid()) {
 			continue
 		}
 		found[t.Pid()] = true
 		if !t.HasMemory() {
 			continue
 		}
-		st.Tasks++
-		segs, closeMem, err := im.segments(t, o)
-		if err != nil {
-			return st, err
-		}
-		err = func() error {
-			defer closeMem()
-			comm := t.Core.GetTc().GetComm()
-			for _, s := range segs {
-				for pos := uint64(0); pos < s.n; pos += chunkSize {
-					n := min(uint64(chunkSize+overlap), s.n-pos)
-					b := buf[:n]
-					if _, err := s.ra.ReadAt(b, s.off+int64(pos)); err != nil && !(err == io.EOF) {
-						return fmt.Errorf("%s: pid %d at %#x: %w", im.C.Path, t.Pid(), s.vaddr+pos, err)
-					}
-					st.Bytes += int64(min(uint64(chunkSize), n))
-					limit := min(uint64(chunkSize), n) // hits must start in this chunk's own part
-					var hits []Hit
-					for _, m := range ms {
-						add := func(i, l int) {
-							h := Hit{Pid: t.Pid(), Comm: comm, Vaddr: s.vaddr + pos + uint64(i), Pattern: m.name, Length: l, Parent: s.parent}
-							if s.vma != nil {
-								h.VMA = *s.vma
-							}
-							h.Match, h.CtxFrom = contextOf(s, pos, b, i, l, o.Context)
-							hits = append(hits, h)
-						}
-						if m.lit != nil {
-							for i := 0; i < len(b); {
-								k := bytes.Index(b[i:], m.lit)
-								if k < 0 || uint64(i+k) >= limit {
-									break
-								}
-								add(i+k, len(m.lit))
-								i += k + 1
-							}
-						} else {
-							for _, ix := range m.re.FindAllIndex(b, -1) {
-								if uint64(ix[0]) >= limit {
-									break
-								}
-								add(ix[0], ix[1]-ix[0])
-							}
-						}
-					}
-					if len(ms) > 1 {
-						sort.SliceStable(hits, func(i, j int) bool { return hits[i].Vaddr < hits[j].Vaddr })
-					}
-					for _, h := range hits {
-						st.Hits++
-						if err := fn(h); err != nil {
-							return err
-						}
-						if o.Max > 0 && st.Hits >= o.Max {
-							return ErrStop
-						}
-					}
-				}
-			}
-			return nil
-		}()
+		err := im.searchTask(sr, t)
 		if err == ErrStop {
 			break
 		}
 		if err != nil {
-			return st, err
+			return sr.st, err
 		}
 	}
 	for _, p := range o.Pids {
 		if !found[p] {
-			return st, fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", im.C.Path, p)
+			return sr.st, fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", im.C.Path, p)
 		}
 	}
-	st.Elapsed = time.Since(start)
-	return st, nil
+	sr.st.Elapsed = time.Since(start)
+	return sr.st, nil
+}
+
+func (im *Images) searchTask(sr *searcher, t *Task) error {
+	sr.st.Tasks++
+	segs, m, err := im.segments(t, sr.o)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	pages, err := m.PagesReader()
+	if err != nil && len(segs) > 0 {
+		return fmt.Errorf("%s: pid %d: %w", im.C.Path, t.Pid(), err)
+	}
+	comm := t.Core.GetTc().GetComm()
+	for _, s := range segs {
+		if s.ra == nil {
+			s.ra = pages
+		}
+		err := sr.segment(t.Pid(), comm, s, func(b []byte, pos uint64) error {
+			_, err := s.ra.ReadAt(b, s.off+int64(pos))
+			if err == io.EOF {
+				err = nil
+			}
+			return err
+		})
+		if err != nil {
+			if err == ErrStop {
+				return err
+			}
+			return fmt.Errorf("%s: %w", im.C.Path, err)
+		}
+	}
+	return nil
+}
+
+// searchStream searches one task's pages file while it streams by (a compressed archive being
+// opened): its present runs in file order; nothing is spooled. Context is clipped to the window.
+func (im *Images) searchStream(sr *searcher, t *Task, r io.Reader) error {
+	sr.st.Tasks++
+	segs, m, err := im.segments(t, sr.o)
+	if err != nil {
+		return err
+	}
+	m.Close()
+	sort.SliceStable(segs, func(i, j int) bool { return segs[i].off < segs[j].off })
+	comm := t.Core.GetTc().GetComm()
+	var at int64 // bytes of r consumed
+	for _, s := range segs {
+		if s.ra != nil { // in a parent dump: not in this stream
+			continue
+		}
+		if s.off < at {
+			return fmt.Errorf("pid %d: overlapping page ranges at pages offset %d", t.Pid(), s.off)
+		}
+		if _, err := io.CopyN(io.Discard, r, s.off-at); err != nil {
+			return fmt.Errorf("pid %d: pages file ends before offset %d: %w", t.Pid(), s.off, err)
+		}
+		at = s.off
+		var have uint64 // bytes of the segment already in buf (the previous window)
+		err := sr.segment(t.Pid(), comm, s, func(b []byte, pos uint64) error {
+			keep := 0
+			if pos > 0 {
+				keep = int(have - pos) // the overlap the previous window already read
+				copy(b, sr.buf[chunkSize:chunkSize+keep])
+			}
+			n, err := io.ReadFull(r, b[keep:])
+			at += int64(n)
+			have = pos + uint64(len(b))
+			if err != nil {
+				return fmt.Errorf("pages file ends early: %w", err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // contextOf returns the match with o.Context bytes around it (clipped to the segment), printable.
@@ -223,6 +329,9 @@ func contextOf(s segment, pos uint64, b []byte, i, l, ctx int) (string, uint64) 
 	lo, hi := i-ctx, i+l+ctx
 	var out []byte
 	var from uint64
+	if s.ra == nil { // streaming: only the window is at hand
+		lo, hi = max(lo, 0), min(hi, len(b))
+	}
 	if lo >= 0 && hi <= len(b) {
 		out = append(out, b[lo:hi]...)
 		from = s.vaddr + pos + uint64(lo)
@@ -246,8 +355,9 @@ func contextOf(s segment, pos uint64, b []byte, i, l, ctx int) (string, uint64) 
 	return string(out), from
 }
 
-// segments lists the task's dumped memory runs that pass the filters, each with its VMA.
-func (im *Images) segments(t *Task, o SearchOptions) ([]segment, func(), error) {
+// segments lists the task's dumped memory runs that pass the filters, each with its VMA; present
+// runs have ra nil (the pages file, opened by the caller) and off their pages-file offset.
+func (im *Images) segments(t *Task, o SearchOptions) ([]segment, *image.Memory, error) {
 	vmas, _, err := im.MemoryMap(t)
 	if err != nil {
 		return nil, nil, err
@@ -255,11 +365,6 @@ func (im *Images) segments(t *Task, o SearchOptions) ([]segment, func(), error) 
 	m, err := im.Memory(t.Pid())
 	if err != nil {
 		return nil, nil, err
-	}
-	pages, err := m.PagesReader()
-	if err != nil {
-		m.Close()
-		return nil, nil, fmt.Errorf("%s: pid %d: %w", im.C.Path, t.Pid(), err)
 	}
 	var segs []segment
 	hi := o.To
@@ -289,7 +394,7 @@ func (im *Images) segments(t *Task, o SearchOptions) ([]segment, func(), error) 
 			if ok {
 				s := segment{vaddr: a, n: end - a, vma: v}
 				if r.Flags&image.PEPresent != 0 {
-					s.ra, s.off = pages, r.Off+int64(a-r.Vaddr)
+					s.off = r.Off + int64(a-r.Vaddr)
 				} else {
 					s.ra, s.off, s.parent = m, int64(a), true
 				}
@@ -303,5 +408,177 @@ func (im *Images) segments(t *Task, o SearchOptions) ([]segment, func(), error) 
 			a = end
 		}
 	}
-	return segs, func() { m.Close() }, nil
+	return segs, m, nil
+}
+
+// SearchPath searches a checkpoint by path. Compressed archives are searched while they are
+// decompressed (each pages file as it streams by; nothing is spooled but the small images), so a
+// search costs one decompression pass; plain tars and directories are read in place.
+func SearchPath(p string, o SearchOptions, fn func(Hit) error) (SearchStats, error) {
+	start := time.Now()
+	sr, err := newSearcher(o, fn)
+	if err != nil {
+		return SearchStats{}, err
+	}
+	streamed := map[uint32]bool{}
+	stopped := false
+	// Hits found while streaming wait until pstree.img (after the pages in the archive) confirms
+	// their task is part of the dump.
+	held := map[uint32][]Hit{}
+	deliver := sr.fn
+	sr.fn = func(h Hit) error { held[h.Pid] = append(held[h.Pid], h); return nil }
+	hook := func(sofar fs.FS, name string, size int64, r io.Reader) error {
+		if stopped {
+			return nil
+		}
+		pid, t, im, err := taskOfPages(sofar, name)
+		if err != nil || t == nil {
+			return ckpt.ErrKeep // pagemap/mm/core not seen yet: search it after opening
+		}
+		streamed[pid] = true
+		if !sr.wantPid(pid) {
+			return nil
+		}
+		err = im.searchStream(sr, t, r)
+		if err == ErrStop {
+			stopped = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		return nil
+	}
+	c, err := ckpt.Open(p, ckpt.Options{StreamPages: hook})
+	if err != nil {
+		return sr.st, err
+	}
+	defer c.Close()
+	im, err := NewImages(c)
+	if err != nil {
+		return sr.st, err
+	}
+	tasks, err := im.Tasks()
+	if err != nil {
+		return sr.st, err
+	}
+	sr.fn = deliver
+	found := map[uint32]bool{}
+	hits := 0
+	for _, t := range tasks {
+		if !sr.wantPid(t.Pid()) {
+			continue
+		}
+		found[t.Pid()] = true
+		if streamed[t.Pid()] {
+			for _, h := range held[t.Pid()] {
+				hits++
+				if err := deliver(h); err != nil {
+					return sr.st, err
+				}
+			}
+			continue
+		}
+		if stopped || !t.HasMemory() {
+			continue
+		}
+		err := im.searchTask(sr, t)
+		if err == ErrStop {
+			break
+		}
+		if err != nil {
+			return sr.st, err
+		}
+	}
+	for _, pid := range o.Pids {
+		if !found[pid] {
+			return sr.st, fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", p, pid)
+		}
+	}
+	// Held hits of stale tasks are dropped: count only what was delivered.
+	for pid, hs := range held {
+		if !found[pid] {
+			sr.st.Hits -= len(hs)
+		}
+	}
+	_ = hits
+	sr.st.Elapsed = time.Since(start)
+	return sr.st, nil
+}
+
+// taskOfPages finds, among the images seen so far, the task whose pagemap points at the pages file
+// name (pages-<id>.img), with its core and mm.
+func taskOfPages(sofar fs.FS, name string) (uint32, *Task, *Images, error) {
+	var id uint32
+	if _, err := fmt.Sscanf(name, "pages-%d.img", &id); err != nil {
+		return 0, nil, nil, err
+	}
+	des, err := fs.ReadDir(sofar, ".")
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	im := &Images{FS: sofar, Dir: ".", X: explore.OpenFSPartial(sofar, "."), imgs: map[string][]proto.Message{}, C: &ckpt.Checkpoint{Path: name}}
+	var found uint32
+	n := 0
+	for _, de := range des {
+		var pid uint32
+		if _, err := fmt.Sscanf(de.Name(), "pagemap-%d.img", &pid); err != nil || de.Name() != fmt.Sprintf("pagemap-%d.img", pid) {
+			continue
+		}
+		m, err := im.Memory(pid)
+		if err != nil {
+			continue
+		}
+		pagesID := m.PagesID
+		m.Close()
+		if pagesID == id {
+			found, n = pid, n+1
+		}
+	}
+	// Several pagemaps naming this pages file: stale images of an earlier dump in the same
+	// directory (podman re-checkpointing a container leaves them); only pstree.img, later in the
+	// archive, tells which is live.
+	if n == 1 {
+		pid := found
+		core, err := first[*criu_core.CoreEntry](im, fmt.Sprintf("core-%d.img", pid))
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		mmE, err := first[*mm.MmEntry](im, fmt.Sprintf("mm-%d.img", pid))
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		return pid, &Task{Entry: &pstree.PstreeEntry{Pid: &pid}, Core: core, MM: mmE}, im, nil
+	}
+	return 0, nil, nil, nil
+}
+
+// KeepArgsEnv is a ckpt.Options.KeepPages hook: of each pages file it keeps only the pages holding
+// its task's command line and environment (what inspect --ps-tree-cmd/--ps-tree-env read).
+func KeepArgsEnv(sofar fs.FS, name string) ([]ckpt.Range, bool) {
+	pid, t, im, err := taskOfPages(sofar, name)
+	if err != nil || t == nil {
+		return nil, false
+	}
+	m, err := im.Memory(pid)
+	if err != nil {
+		return nil, false
+	}
+	defer m.Close()
+	var keep []ckpt.Range
+	ps := uint64(image.PageSize)
+	for _, v := range [][2]uint64{{t.MM.GetMmArgStart(), t.MM.GetMmArgEnd()}, {t.MM.GetMmEnvStart(), t.MM.GetMmEnvEnd()}} {
+		lo, hi := v[0]&^(ps-1), (v[1]+ps-1)&^(ps-1)
+		if hi <= lo || hi-lo > maxArgs {
+			continue
+		}
+		for _, r := range m.Ranges() {
+			if r.Flags&image.PEPresent == 0 || r.End() <= lo || r.Vaddr >= hi {
+				continue
+			}
+			a, e := max(lo, r.Vaddr), min(hi, r.End())
+			keep = append(keep, ckpt.Range{Off: r.Off + int64(a-r.Vaddr), Len: int64(e - a)})
+		}
+	}
+	return keep, true
 }

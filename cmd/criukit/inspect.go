@@ -90,11 +90,8 @@ func jsonFormat(format string, asJSON bool) (bool, error) {
 	return false, fmt.Errorf("--format %q: want tree or json", format)
 }
 
-// needsPages says whether a view reads dumped memory (compressed archives then spool the pages).
-func needsPages(o inspect.Options) bool { return o.Cmdline || o.Env || o.Memory }
-
 func collect(p string, o inspect.Options) (*inspect.Report, *ckpt.Checkpoint, error) {
-	c, err := inspect.Open(p, needsPages(o))
+	c, err := inspect.OpenFor(p, o)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -134,7 +131,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func runInspectHTML(p string, o inspect.Options, out string) error {
-	c, err := inspect.Open(p, true)
+	c, err := inspect.OpenFor(p, o)
 	if err != nil {
 		return err
 	}
@@ -321,22 +318,13 @@ func runSearch(w *bufio.Writer, errw io.Writer, paths []string, asJSON bool) err
 	}
 	var results []result
 	for _, p := range paths {
-		c, err := inspect.Open(p, true)
-		if err != nil {
-			return err
-		}
-		im, err := inspect.NewImages(c)
-		if err != nil {
-			c.Close()
-			return err
-		}
 		res := result{Path: p, Hits: []inspect.Hit{}}
 		if !asJSON {
 			fmt.Fprintf(w, "\nSearching the memory of %s\n\n", p)
 			fmt.Fprintf(w, "%-7s %-16s %-16s %-20s %s\n", "PID", "COMMAND", "ADDRESS", "VMA", "MATCH")
 		}
 		n := 0
-		st, err := im.Search(o, func(h inspect.Hit) error {
+		st, err := inspect.SearchPath(p, o, func(h inspect.Hit) error {
 			n++
 			if asJSON {
 				res.Hits = append(res.Hits, h)
@@ -349,7 +337,6 @@ func runSearch(w *bufio.Writer, errw io.Writer, paths []string, asJSON bool) err
 			_, err := fmt.Fprintf(w, "%-7d %-16s %016x %-20s %s\n", h.Pid, h.Comm, h.Vaddr, v, h.Match)
 			return err
 		})
-		c.Close()
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 
+	"github.com/criukit/criukit/ckpt"
 	"github.com/criukit/criukit/inspect"
 	"github.com/spf13/cobra"
 )
@@ -40,12 +41,18 @@ different containers (or plain dumps) can be compared; same_container says wheth
 		if err != nil {
 			return err
 		}
-		a, err := inspect.Open(args[0], true)
+		open := func(p string) (*ckpt.Checkpoint, error) {
+			if diffOpt.noMemory {
+				return inspect.OpenFor(p, inspect.All)
+			}
+			return inspect.Open(p, true)
+		}
+		a, err := open(args[0])
 		if err != nil {
 			return err
 		}
 		defer a.Close()
-		b, err := inspect.Open(args[1], true)
+		b, err := open(args[1])
 		if err != nil {
 			return err
 		}

@@ -55,6 +55,12 @@ func OpenFS(fsys iofs.FS, dir string) (*Dir, error) {
 	return &Dir{Path: dir, fsys: fsys, cache: map[string][]proto.Message{}, legacy: map[string]map[uint32]proto.Message{}}, nil
 }
 
+// OpenFSPartial is OpenFS without the pstree.img check, for images still arriving (a compressed
+// archive being read in name order: pstree.img comes after core-, files.img and mm-).
+func OpenFSPartial(fsys iofs.FS, dir string) *Dir {
+	return &Dir{Path: dir, fsys: fsys, cache: map[string][]proto.Message{}, legacy: map[string]map[uint32]proto.Message{}}
+}
+
 // exists reports whether the image name is in the directory.
 func (d *Dir) exists(name string) bool {
 	if d.fsys != nil {
