@@ -169,9 +169,13 @@ func run() error {
 		{"memory sizes", func(a archive) []string { return []string{"memparse", a.path} },
 			func(a archive) []string { return []string{"inspect", "memparse", a.path} }},
 		{"search, no hit", func(a archive) []string { return []string{"memparse", a.path, "--pid", "1", "--search", noHit} },
-			func(a archive) []string { return []string{"inspect", "memparse", a.path, "--pid", "1", "--search", noHit} }},
+			func(a archive) []string {
+				return []string{"inspect", "memparse", a.path, "--pid", "1", "--search", noHit}
+			}},
 		{"search, hits", func(a archive) []string { return []string{"memparse", a.path, "--pid", "1", "--search", hit} },
-			func(a archive) []string { return []string{"inspect", "memparse", a.path, "--pid", "1", "--search", hit} }},
+			func(a archive) []string {
+				return []string{"inspect", "memparse", a.path, "--pid", "1", "--search", hit}
+			}},
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "archive\tpages\toperation\tcheckpointctl\tcriukit\tspeed-up\t")
@@ -205,7 +209,7 @@ func run() error {
 	// Search throughput vs grep -c over the extracted pages.
 	fmt.Println()
 	tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "archive\tpages\tcriukit search (scan)\tcriukit search (whole command)\tgrep -c (pages files)\t")
+	fmt.Fprintln(tw, "archive\tpages\tcriukit search (--stats rate)\tcriukit search (whole command)\tgrep -c (pages files)\tcat > /dev/null (pages files)\t")
 	for _, a := range arcs {
 		x := filepath.Join(dir, "x-"+strings.TrimSuffix(a.name, ".zst"), "checkpoint")
 		files, _ := filepath.Glob(filepath.Join(x, "pages-*.img"))
@@ -214,6 +218,10 @@ func run() error {
 			files, _ = filepath.Glob(filepath.Join(x, "pages-*.img"))
 		}
 		tg, _, err := timeCmd("sh", append([]string{"-c", `grep -c -a "$0" "$@" || true`, noHit}, files...)...)
+		if err != nil {
+			return err
+		}
+		tcat, _, err := timeCmd("sh", append([]string{"-c", `cat "$@" > /dev/null`, "cat"}, files...)...)
 		if err != nil {
 			return err
 		}
@@ -226,7 +234,7 @@ func run() error {
 			scan, _ = strconv.ParseFloat(m[1], 64)
 		}
 		gb := float64(a.pagesBytes) / 1e9
-		fmt.Fprintf(tw, "%s\t%s\t%.2f GB/s\t%.2f GB/s (%s)\t%.2f GB/s (%s)\t\n", a.name, human(a.pagesBytes), scan, gb/tk.Seconds(), ms(tk), gb/tg.Seconds(), ms(tg))
+		fmt.Fprintf(tw, "%s\t%s\t%.2f GB/s\t%.2f GB/s (%s)\t%.2f GB/s (%s)\t%.2f GB/s (%s)\t\n", a.name, human(a.pagesBytes), scan, gb/tk.Seconds(), ms(tk), gb/tg.Seconds(), ms(tg), gb/tcat.Seconds(), ms(tcat))
 	}
 	tw.Flush()
 
