@@ -200,7 +200,7 @@ func (c *Checkpoint) index(f *os.File, p string, o Options) error {
 			return err
 		}
 	} else {
-		zr, _, err := compress.NewReader(f)
+		zr, _, err := compress.NewReaderAsync(f)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}

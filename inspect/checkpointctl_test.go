@@ -292,6 +292,24 @@ func checkInspect(t *testing.T, p string) {
 	if len(cs) < 2 || est < 2 {
 		t.Errorf("checkpointctl sockets: %v", cs)
 	}
+	// --pid: the subtree of one process (a child of pid 1), with its command line.
+	child := c.Tree.Children[len(c.Tree.Children)-1]
+	var sub []ctlNode
+	if err := json.Unmarshal(checkpointctl(t, "inspect", p, "--pid", fmt.Sprint(child.PID), "--ps-tree-cmd", "--format", "json"), &sub); err != nil || len(sub) != 1 || sub[0].Tree == nil {
+		t.Fatalf("checkpointctl --pid: %v", err)
+	}
+	rp := collect(t, p, inspect.Options{Pid: child.PID, Cmdline: true})
+	if rp.Tree == nil || rp.Tree.Pid != sub[0].Tree.PID || rp.Tree.Cmdline != strings.TrimSpace(sub[0].Tree.Cmdline) || len(rp.Tree.Children) != len(sub[0].Tree.Children) {
+		t.Errorf("--pid %d: checkpointctl %+v, criukit %+v", child.PID, sub[0].Tree, rp.Tree)
+	}
+	// The tree view shows the same facts.
+	var tree bytes.Buffer
+	inspect.WriteTree(&tree, r)
+	for _, s := range []string{"SECRET=s3cr3t-token-42", "/tmp/opened-file", "ESTABLISHED", "Podman", "Freezing time", "Destination: /proc", c.Tree.Children[0].Comm} {
+		if !strings.Contains(tree.String(), s) {
+			t.Errorf("tree view lacks %q", s)
+		}
+	}
 }
 
 // fields splits a checkpointctl table row on runs of 2+ spaces.
