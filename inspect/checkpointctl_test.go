@@ -389,7 +389,7 @@ func checkHexdump(t *testing.T, p string) {
 	im, done := images(t, p)
 	defer done()
 	var got bytes.Buffer
-	if err := im.HexDump(&got, 1, false); err != nil {
+	if err := im.HexDump(&got, 1, false, false); err != nil {
 		t.Fatal(err)
 	}
 	// checkpointctl's file starts with a 2-line header.

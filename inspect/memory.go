@@ -263,8 +263,9 @@ func (v VMA) matchKind(f string) bool {
 }
 
 // HexDump writes every dumped page of task pid as "address  hex  |ascii|" lines (checkpointctl
-// memparse --pid's layout); compact folds repeated lines into "*" like hexdump.
-func (im *Images) HexDump(w io.Writer, pid uint32, compact bool) error {
+// memparse --pid's layout); compact folds repeated lines into "*" like hexdump. checkOnly only
+// checks that pid is a dumped task with memory.
+func (im *Images) HexDump(w io.Writer, pid uint32, compact, checkOnly bool) error {
 	tasks, err := im.Tasks()
 	if err != nil {
 		return err
@@ -280,6 +281,9 @@ func (im *Images) HexDump(w io.Writer, pid uint32, compact bool) error {
 	}
 	if !t.HasMemory() {
 		return fmt.Errorf("%s: process %d has no memory pages (task state %s)", im.C.Path, pid, State(t.Core.GetTc().GetTaskState()))
+	}
+	if checkOnly {
+		return nil
 	}
 	m, err := im.Memory(pid)
 	if err != nil {

@@ -26,10 +26,21 @@ func openSource(p string, skipPages bool) (*ckpt.Checkpoint, error) {
 
 func isDir(p string) bool { st, err := os.Stat(p); return err == nil && st.IsDir() }
 
+// imagesDir is p, or p/checkpoint for an unpacked container checkpoint (podman's userdata, an
+// extracted archive).
+func imagesDir(p string) string {
+	if _, err := os.Stat(filepath.Join(p, "pstree.img")); err != nil {
+		if _, err := os.Stat(filepath.Join(p, ckpt.ImagesDir, "pstree.img")); err == nil {
+			return filepath.Join(p, ckpt.ImagesDir)
+		}
+	}
+	return p
+}
+
 // readDirAny lists an images directory or the images of an archive.
 func readDirAny(p string) ([]image.FileInfo, error) {
 	if isDir(p) {
-		return image.ReadDir(p)
+		return image.ReadDir(imagesDir(p))
 	}
 	c, err := openSource(p, false)
 	if err != nil {
@@ -42,7 +53,7 @@ func readDirAny(p string) ([]image.FileInfo, error) {
 // exploreAny opens crit's explorers on an images directory or an archive; done releases it.
 func exploreAny(p string) (d *explore.Dir, done func(), err error) {
 	if isDir(p) {
-		d, err = explore.Open(p)
+		d, err = explore.Open(imagesDir(p))
 		return d, func() {}, err
 	}
 	c, err := openSource(p, true)
@@ -75,7 +86,7 @@ func (m sourceMemory) Close() error {
 
 func memoryAny(p string, pid int) (sourceMemory, error) {
 	if isDir(p) {
-		m, err := image.OpenMemory(p, pid)
+		m, err := image.OpenMemory(imagesDir(p), pid)
 		return sourceMemory{Memory: m}, err
 	}
 	c, err := openSource(p, false)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -311,6 +312,11 @@ func runSearch(w *bufio.Writer, errw io.Writer, paths []string, asJSON bool) err
 	if memOpt.pid != 0 {
 		o.Pids = []uint32{memOpt.pid}
 	}
+	for _, re := range o.Regexps {
+		if _, err := regexp.Compile(re); err != nil {
+			return fmt.Errorf("--search-regex %q: %w", re, err)
+		}
+	}
 	type result struct {
 		Path  string              `json:"path"`
 		Hits  []inspect.Hit       `json:"hits"`
@@ -365,10 +371,13 @@ func runMemDump(w *bufio.Writer, p string, pid uint32, output string) error {
 	if err != nil {
 		return err
 	}
+	if err := im.HexDump(io.Discard, pid, false, true); err != nil { // checks the pid only
+		return err
+	}
 	dump := func(out io.Writer) error {
 		fmt.Fprintf(out, "Address           Hexadecimal                                       ASCII\n")
 		fmt.Fprintf(out, "-------------------------------------------------------------------------------------\n")
-		return im.HexDump(out, pid, output == "")
+		return im.HexDump(out, pid, output == "", false)
 	}
 	if output != "" {
 		return writeFileWith(output, dump)
