@@ -199,7 +199,8 @@ document.getElementById("files").append(table(["pid", "fd", "type", "path"],
 document.getElementById("sockets").append(table(["pid", "fd", "protocol", "state", "local", "remote", "recv queue", "send queue", "buffers"],
   (R.sockets || []).flatMap(t => (t.open_sockets || []).map(s => {
     const d = s.data;
-    const local = d.address !== undefined ? d.address : (d.src || "") + (d.src_port ? ":" + d.src_port : "");
+    const unix = n => n.startsWith("\0") ? "@" + n.slice(1).replace(/\0+$/, "") : n.replace(/\0+$/, "");
+    const local = d.address !== undefined ? unix(d.address) : (d.src || "") + (d.src_port ? ":" + d.src_port : "");
     const remote = (d.dst || "") + (d.dst_port ? ":" + d.dst_port : "");
     return [String(t.pid), String(d.fd), s.protocol, d.state || "", local, remote, String(d.inq_bytes || 0), String(d.outq_bytes || 0), (d.send_buf || "") + " / " + (d.recv_buf || "")];
   }))));

@@ -241,10 +241,7 @@ func socketLine(s Socket) string {
 	fmt.Fprintf(&b, "] fd %d", d.Fd)
 	switch {
 	case d.Family == "UNIX":
-		name := d.Address
-		if name == "" {
-			name = "@"
-		}
+		name := UnixName(d.Address)
 		fmt.Fprintf(&b, " %s %s ino %d", d.SockType, name, d.Ino)
 		if d.Peer != 0 {
 			fmt.Fprintf(&b, " peer %d", d.Peer)
@@ -344,4 +341,29 @@ func (t *table) flush() {
 		}
 		fmt.Fprintln(t.w, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// UnixName renders a unix socket name for people: abstract names as @name, the kernel's trailing
+// NULs dropped, other control bytes escaped; "-" for unnamed sockets.
+func UnixName(raw string) string {
+	if raw == "" {
+		return "-"
+	}
+	abstract := raw[0] == 0
+	if abstract {
+		raw = raw[1:]
+	}
+	raw = strings.TrimRight(raw, "\x00")
+	var b strings.Builder
+	if abstract {
+		b.WriteByte('@')
+	}
+	for _, r := range raw {
+		if r < 0x20 || r == 0x7f {
+			fmt.Fprintf(&b, "\\x%02x", r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
