@@ -503,6 +503,25 @@ func checkSearch(t *testing.T, f *fixture) {
 			t.Errorf("streamed search of %s: %d hits (stats %d), random access %d:\n%s\n---\n%s", c[1], len(got), st.Hits, len(want), key(got), key(want))
 		}
 	}
+	// Tiny windows (many boundaries inside each run, matches across them, the read-ahead path for
+	// runs longer than a window) find exactly the same hits, random-access and streamed.
+	for i, c := range [][2]string{{f.tar, f.tar}, {f.tar, rezst}, {f.tar, f.tar}, {f.tar, rezst}} {
+		o := inspect.SearchOptions{Patterns: []string{"SECRET=", "opened-file"}}
+		if i >= 2 {
+			o.Regexps = []string{"s3cr3t-[a-z]+"}
+		}
+		want := search(t, c[0], o)
+		restore := inspect.SetChunkSize(64)
+		var got []inspect.Hit
+		_, err := inspect.SearchPath(c[1], o, func(h inspect.Hit) error { got = append(got, h); return nil })
+		restore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(len(got)) != fmt.Sprint(len(want)) {
+			t.Errorf("64-byte windows on %s: %d hits, want %d", filepath.Base(c[1]), len(got), len(want))
+		}
+	}
 	// inspect of a compressed archive keeps only the argv/env pages, and reads the same.
 	ck, err := inspect.OpenFor(rezst, inspect.All)
 	if err != nil {

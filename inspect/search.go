@@ -65,10 +65,11 @@ func (s SearchStats) GBps() float64 {
 // ErrStop stops a search from its hit callback without an error.
 var ErrStop = errors.New("stop")
 
-const (
-	chunkSize    = 4 << 20
-	regexOverlap = 64 << 10 // regexp matches longer than this that cross a 4 MiB chunk boundary are missed
-)
+// chunkSize is the search window (a variable for the tests' small-window runs).
+var chunkSize uint64 = 4 << 20
+
+// regexOverlap: regexp matches longer than this that cross a 4 MiB window boundary are missed.
+const regexOverlap = 64 << 10
 
 type matcher struct {
 	name string
@@ -107,6 +108,7 @@ type searcher struct {
 	ms      []matcher
 	overlap int
 	buf     []byte
+	ahead   [3][]byte // readAhead's buffers
 	st      SearchStats
 	fn      func(Hit) error
 }
@@ -135,7 +137,7 @@ func newSearcher(o SearchOptions, fn func(Hit) error) (*searcher, error) {
 	if len(o.Regexps) > 0 {
 		sr.overlap = max(sr.overlap, regexOverlap)
 	}
-	sr.buf = make([]byte, chunkSize+sr.overlap)
+	sr.buf = make([]byte, chunkSize+uint64(sr.overlap))
 	return sr, nil
 }
 
@@ -151,18 +153,23 @@ func (sr *searcher) wantPid(pid uint32) bool {
 	return false
 }
 
-// segment scans one run. fill(b, pos) puts the run's bytes [pos, pos+len(b)) into b; windows are
-// asked for in increasing pos, each overlapping the previous one by sr.overlap bytes (a streaming
-// fill can keep the tail). s.ra (for context across windows) may be nil.
-func (sr *searcher) segment(pid uint32, comm string, s segment, fill func(b []byte, pos uint64) error) error {
+// windows yields the windows of a run: [pos, pos+n) for pos = 0, chunkSize, 2*chunkSize... with
+// n = min(chunkSize+overlap, size-pos), so each overlaps the previous one by overlap bytes.
+func (sr *searcher) window(size, pos uint64) uint64 {
+	return min(chunkSize+uint64(sr.overlap), size-pos)
+}
+
+// segment scans one run. next(pos, n) returns the run's bytes [pos, pos+n); windows are asked for in
+// increasing pos (see window). s.ra (for context across windows) may be nil.
+func (sr *searcher) segment(pid uint32, comm string, s segment, next func(pos, n uint64) ([]byte, error)) error {
 	for pos := uint64(0); pos < s.n; pos += chunkSize {
-		n := min(uint64(chunkSize+sr.overlap), s.n-pos)
-		b := sr.buf[:n]
-		if err := fill(b, pos); err != nil {
+		n := sr.window(s.n, pos)
+		b, err := next(pos, n)
+		if err != nil {
 			return fmt.Errorf("pid %d at %#x: %w", pid, s.vaddr+pos, err)
 		}
-		sr.st.Bytes += int64(min(uint64(chunkSize), n))
-		limit := min(uint64(chunkSize), n) // hits must start in this window's own part
+		sr.st.Bytes += int64(min(chunkSize, n))
+		limit := min(chunkSize, n) // hits must start in this window's own part
 		var hits []Hit
 		for _, m := range sr.ms {
 			add := func(i, l int) {
@@ -262,13 +269,19 @@ func (im *Images) searchTask(sr *searcher, t *Task) error {
 		if s.ra == nil {
 			s.ra = pages
 		}
-		err := sr.segment(t.Pid(), comm, s, func(b []byte, pos uint64) error {
-			_, err := s.ra.ReadAt(b, s.off+int64(pos))
-			if err == io.EOF {
-				err = nil
-			}
-			return err
-		})
+		var err error
+		if s.n <= chunkSize {
+			err = sr.segment(t.Pid(), comm, s, func(pos, n uint64) ([]byte, error) {
+				b := sr.buf[:n]
+				_, err := s.ra.ReadAt(b, s.off+int64(pos))
+				if err == io.EOF {
+					err = nil
+				}
+				return b, err
+			})
+		} else {
+			err = sr.readAhead(t.Pid(), comm, s)
+		}
 		if err != nil {
 			if err == ErrStop {
 				return err
@@ -303,19 +316,20 @@ func (im *Images) searchStream(sr *searcher, t *Task, r io.Reader) error {
 		}
 		at = s.off
 		var have uint64 // bytes of the segment already in buf (the previous window)
-		err := sr.segment(t.Pid(), comm, s, func(b []byte, pos uint64) error {
+		err := sr.segment(t.Pid(), comm, s, func(pos, n uint64) ([]byte, error) {
+			b := sr.buf[:n]
 			keep := 0
 			if pos > 0 {
 				keep = int(have - pos) // the overlap the previous window already read
-				copy(b, sr.buf[chunkSize:chunkSize+keep])
+				copy(b, sr.buf[chunkSize:chunkSize+uint64(keep)])
 			}
-			n, err := io.ReadFull(r, b[keep:])
-			at += int64(n)
+			k, err := io.ReadFull(r, b[keep:])
+			at += int64(k)
 			have = pos + uint64(len(b))
 			if err != nil {
-				return fmt.Errorf("pages file ends early: %w", err)
+				return nil, fmt.Errorf("pages file ends early: %w", err)
 			}
-			return nil
+			return b, nil
 		})
 		if err != nil {
 			return err
@@ -581,4 +595,48 @@ func KeepArgsEnv(sofar fs.FS, name string) ([]ckpt.Range, bool) {
 		}
 	}
 	return keep, true
+}
+
+// readAhead scans a large run with the next window read by a second goroutine while this one
+// searches (three buffers: the one searched, the one handed over, the one being read).
+func (sr *searcher) readAhead(pid uint32, comm string, s segment) error {
+	type win struct {
+		b   []byte
+		err error
+	}
+	if sr.ahead[0] == nil {
+		for i := range sr.ahead {
+			sr.ahead[i] = make([]byte, chunkSize+uint64(sr.overlap))
+		}
+	}
+	ch := make(chan win, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		defer close(ch)
+		i := 0
+		for pos := uint64(0); pos < s.n; pos += chunkSize {
+			b := sr.ahead[i%3][:sr.window(s.n, pos)]
+			i++
+			_, err := s.ra.ReadAt(b, s.off+int64(pos))
+			if err == io.EOF {
+				err = nil
+			}
+			select {
+			case ch <- win{b, err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return sr.segment(pid, comm, s, func(pos, n uint64) ([]byte, error) {
+		w, ok := <-ch
+		if !ok {
+			return nil, io.ErrUnexpectedEOF
+		}
+		return w.b, w.err
+	})
 }
