@@ -74,7 +74,63 @@ const regexOverlap = 64 << 10
 type matcher struct {
 	name string
 	lit  []byte
+	rare int // index in lit of the byte least likely in memory (scanned for with IndexByte)
 	re   *regexp.Regexp
+}
+
+// byteRank estimates how common a byte is in process memory (higher: more common): NUL and 0xff
+// fill pages, letters, digits and spaces fill text and base64; punctuation is rarer.
+func byteRank(c byte) int {
+	switch {
+	case c == 0:
+		return 255
+	case c == 0xff:
+		return 250
+	case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == ' ':
+		return 200
+	case c >= 'A' && c <= 'Z':
+		return 160
+	case c == '/' || c == '.' || c == '_' || c == '\n' || c == '+':
+		return 130
+	case c < 0x20 || c >= 0x80:
+		return 110
+	}
+	return 60
+}
+
+func rarest(p []byte) int {
+	k := 0
+	for i := range p {
+		if byteRank(p[i]) < byteRank(p[k]) {
+			k = i
+		}
+	}
+	return k
+}
+
+// index finds lit in b: IndexByte (vectorized) on its rarest byte, then a comparison; when that
+// byte turns out common here, bytes.Index takes over for the rest of b.
+func (m *matcher) index(b []byte) int {
+	k, c, n := m.rare, m.lit[m.rare], len(m.lit)
+	fails := 0
+	for i := 0; i+n <= len(b); {
+		j := bytes.IndexByte(b[i+k:len(b)-n+k+1], c)
+		if j < 0 {
+			return -1
+		}
+		s := i + j
+		if bytes.Equal(b[s:s+n], m.lit) {
+			return s
+		}
+		i = s + 1
+		if fails++; fails > 8+i>>6 {
+			if r := bytes.Index(b[i:], m.lit); r >= 0 {
+				return i + r
+			}
+			return -1
+		}
+	}
+	return -1
 }
 
 // protOK checks a VMA against --prot: "rw" needs r and w; "-x" needs no x.
@@ -120,7 +176,7 @@ func newSearcher(o SearchOptions, fn func(Hit) error) (*searcher, error) {
 		if p == "" {
 			return nil, errors.New("empty search pattern")
 		}
-		sr.ms = append(sr.ms, matcher{name: p, lit: []byte(p)})
+		sr.ms = append(sr.ms, matcher{name: p, lit: []byte(p), rare: rarest([]byte(p))})
 		maxLit = max(maxLit, len(p))
 	}
 	for _, p := range o.Regexps {
@@ -171,7 +227,8 @@ func (sr *searcher) segment(pid uint32, comm string, s segment, next func(pos, n
 		sr.st.Bytes += int64(min(chunkSize, n))
 		limit := min(chunkSize, n) // hits must start in this window's own part
 		var hits []Hit
-		for _, m := range sr.ms {
+		for mi := range sr.ms {
+			m := &sr.ms[mi]
 			add := func(i, l int) {
 				h := Hit{Pid: pid, Comm: comm, Vaddr: s.vaddr + pos + uint64(i), Pattern: m.name, Length: l, Parent: s.parent}
 				if s.vma != nil {
@@ -182,7 +239,7 @@ func (sr *searcher) segment(pid uint32, comm string, s segment, next func(pos, n
 			}
 			if m.lit != nil {
 				for i := 0; i < len(b); {
-					k := bytes.Index(b[i:], m.lit)
+					k := m.index(b[i:])
 					if k < 0 || uint64(i+k) >= limit {
 						break
 					}
