@@ -42,7 +42,7 @@ func readDirAny(p string) ([]image.FileInfo, error) {
 	if isDir(p) {
 		return image.ReadDir(imagesDir(p))
 	}
-	c, err := openSource(p, false)
+	c, err := openSource(p, true) // pages are raw: listed by size, never read
 	if err != nil {
 		return nil, err
 	}
