@@ -153,6 +153,7 @@ func TestCheckpointctl(t *testing.T) {
 	t.Run("diff", func(t *testing.T) { checkDiff(t, f) })
 	t.Run("list", func(t *testing.T) { checkList(t, f) })
 	t.Run("images-dir", func(t *testing.T) { checkImagesDir(t, f) })
+	t.Run("deep-diff", func(t *testing.T) { checkDeepDiff(t, f) })
 	t.Run("html", func(t *testing.T) { checkHTML(t, f) })
 }
 
