@@ -668,12 +668,19 @@ func (sr *searcher) readAhead(pid uint32, comm string, s segment) error {
 	}
 	ch := make(chan win, 1)
 	done := make(chan struct{})
-	defer close(done)
+	// The reader must be gone before the buffers are reused (next run) or the search returns.
+	defer func() {
+		close(done)
+		for range ch {
+		}
+	}()
+	step, size := chunkSize, s.n
+	window := func(pos uint64) uint64 { return min(step+uint64(sr.overlap), size-pos) }
 	go func() {
 		defer close(ch)
 		i := 0
-		for pos := uint64(0); pos < s.n; pos += chunkSize {
-			b := sr.ahead[i%3][:sr.window(s.n, pos)]
+		for pos := uint64(0); pos < size; pos += step {
+			b := sr.ahead[i%3][:window(pos)]
 			i++
 			_, err := s.ra.ReadAt(b, s.off+int64(pos))
 			if err == io.EOF {
