@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 
@@ -62,11 +63,17 @@ type Memory struct {
 	Pagemap  string // pagemap file name
 	PagesID  uint32 // pagemap_head.pages_id
 	ranges   []PageRange
-	pages    *os.File
+	pages    pagesFile
+	fsys     fs.FS // nil: Dir is an OS path
 	depth    int
 	parent   *Memory
 	parentOK bool
 	parentEr error
+}
+
+type pagesFile interface {
+	io.ReaderAt
+	io.Closer
 }
 
 // OpenMemory opens the memory of task pid in an images directory (pagemap-<pid>.img + pages-<id>.img).
@@ -85,6 +92,11 @@ func openMemory(dir, name string, depth int) (*Memory, error) {
 	if err != nil {
 		return nil, err
 	}
+	return memoryOf(img, dir, name, depth)
+}
+
+// memoryOf indexes a decoded pagemap.
+func memoryOf(img *Image, dir, name string, depth int) (*Memory, error) {
 	if img.Desc.Kind != KindPagemap || len(img.Entries) == 0 {
 		return nil, fmt.Errorf("%s: %w: not a pagemap with a head", name, ErrWrongMessage)
 	}
@@ -121,7 +133,42 @@ func (m *Memory) Ranges() []PageRange { return m.ranges }
 
 // PagesFile returns the path of the pages file.
 func (m *Memory) PagesFile() string {
+	if m.fsys != nil {
+		return path.Join(m.Dir, fmt.Sprintf("pages-%d.img", m.PagesID))
+	}
 	return filepath.Join(m.Dir, fmt.Sprintf("pages-%d.img", m.PagesID))
+}
+
+func (m *Memory) stat(p string) (fs.FileInfo, error) {
+	if m.fsys != nil {
+		return fs.Stat(m.fsys, p)
+	}
+	return os.Stat(p)
+}
+
+// PagesReader returns the pages file (pages-<id>.img) as an io.ReaderAt, opened on first use.
+func (m *Memory) PagesReader() (io.ReaderAt, error) {
+	if m.pages == nil {
+		var f pagesFile
+		var err error
+		if m.fsys != nil {
+			var ff fs.File
+			if ff, err = m.fsys.Open(m.PagesFile()); err == nil {
+				var ok bool
+				if f, ok = ff.(pagesFile); !ok {
+					ff.Close()
+					err = fmt.Errorf("%s: file system gives no random access", m.PagesFile())
+				}
+			}
+		} else {
+			f, err = os.Open(m.PagesFile())
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.pages = f
+	}
+	return m.pages, nil
 }
 
 // Close closes the pages files (also of parents).
@@ -153,7 +200,10 @@ func (m *Memory) getParent() (*Memory, error) {
 	}
 	m.parentOK = true
 	pdir := filepath.Join(m.Dir, "parent")
-	if _, err := os.Stat(pdir); err != nil {
+	if m.fsys != nil {
+		pdir = path.Join(m.Dir, "parent")
+	}
+	if _, err := m.stat(pdir); err != nil {
 		m.parentEr = fmt.Errorf("%w (%s)", ErrNoParent, pdir)
 		return nil, m.parentEr
 	}
@@ -161,7 +211,13 @@ func (m *Memory) getParent() (*Memory, error) {
 		m.parentEr = fmt.Errorf("%w: more than 64 parent levels (link loop?) at %s", ErrNoParent, pdir)
 		return nil, m.parentEr
 	}
-	p, err := openMemory(pdir, m.Pagemap, m.depth+1)
+	var p *Memory
+	var err error
+	if m.fsys != nil {
+		p, err = openMemoryFS(m.fsys, pdir, m.Pagemap, m.depth+1)
+	} else {
+		p, err = openMemory(pdir, m.Pagemap, m.depth+1)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			err = fmt.Errorf("%w: %s has no %s: %v", ErrNoParent, pdir, m.Pagemap, err)
@@ -243,14 +299,11 @@ func (m *Memory) ReadAt(p []byte, vaddr int64) (int, error) {
 }
 
 func (m *Memory) readPages(p []byte, off int64) (int, error) {
-	if m.pages == nil {
-		f, err := os.Open(m.PagesFile())
-		if err != nil {
-			return 0, err
-		}
-		m.pages = f
+	pf, err := m.PagesReader()
+	if err != nil {
+		return 0, err
 	}
-	n, err := m.pages.ReadAt(p, off)
+	n, err := pf.ReadAt(p, off)
 	if err == io.EOF {
 		err = &FormatError{File: filepath.Base(m.PagesFile()), Offset: off + int64(n), Entry: -1,
 			Err: fmt.Errorf("%w: pages file ends before the pagemap says", ErrTruncated)}

@@ -66,9 +66,11 @@ var showCmd = &cobra.Command{
 	Use:   "show IMG",
 	Short: "Print a CRIU image as human-readable JSON (decode --pretty)",
 	Long: `show prints one image as indented JSON with symbolic flags, addresses and devices, like
-crit show. --nopl replaces extra payloads by their size.`,
+crit show. --nopl replaces extra payloads by their size. IMG may name a file inside a container
+checkpoint archive: ARCHIVE/core-1.img (looked up in its checkpoint/ directory, then at its root).`,
 	Example: `  criukit show dump/mm-1234.img
-  criukit show --nopl dump/pipes-data.img`,
+  criukit show --nopl dump/pipes-data.img
+  criukit show /var/lib/kubelet/checkpoints/checkpoint-web.tar/pstree.img`,
 	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		return critDecode(cmd.InOrStdin(), cmd.OutOrStdout(), args[0], "", critjson.Options{Pretty: true, NoPayload: critNoPayload})
@@ -90,12 +92,12 @@ format and size instead.`,
 }
 
 var xCmd = &cobra.Command{
-	Use:   "x DIR {ps|fds|mems|rss|sk}",
+	Use:   "x DIR|ARCHIVE {ps|fds|mems|rss|sk}",
 	Short: "Explore an images directory: process tree, files, mappings, resident pages, sockets",
 	Long: `x prints a summary of a dump like crit x: ps (process tree), fds (open files, cwd, root),
 mems (mappings), rss (dumped page ranges and their mappings), and sk (sockets with addresses,
 states and queued bytes; criukit only). Unlike crit, rss reads CRIU >= 4.2 page counts. --json
-prints the same data as JSON.`,
+prints the same data as JSON. DIR may be a container checkpoint archive (tar, tar.gz, tar.zst).`,
 	Example: `  criukit x dump ps
   criukit x dump fds
   criukit x dump sk --json`,
@@ -174,7 +176,7 @@ func critDecode(stdin io.Reader, stdout io.Writer, in, out string, o critjson.Op
 			}
 			img.Name = filepath.Base(in)
 		default:
-			if img, err = image.ReadFile(in); err != nil {
+			if img, err = readImageAny(in); err != nil {
 				return err
 			}
 		}
@@ -244,7 +246,7 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 func critInfo(stdout io.Writer, path string) error {
-	rd, err := image.Open(path)
+	rd, err := openImageAny(path)
 	if err != nil {
 		return err
 	}
@@ -290,10 +292,11 @@ func critInfo(stdout io.Writer, path string) error {
 }
 
 func critExplore(stdout io.Writer, dir, what string, asJSON bool) error {
-	d, err := explore.Open(dir)
+	d, done, err := exploreAny(dir)
 	if err != nil {
 		return err
 	}
+	defer done()
 	var data any
 	var text func(w io.Writer)
 	switch what {

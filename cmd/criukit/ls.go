@@ -6,20 +6,20 @@ import (
 	"io"
 	"text/tabwriter"
 
-	"github.com/criukit/criukit/image"
 	"github.com/spf13/cobra"
 )
 
 var lsJSON bool
 
 var lsCmd = &cobra.Command{
-	Use:   "ls DIR",
+	Use:   "ls DIR|ARCHIVE",
 	Short: "List every file of an images directory: kind, type, magic, entries, bytes",
 	Long: `ls lists every file of a CRIU images directory in one table: its framing kind (proto, pagemap,
 ghost, raw, unknown), image type (CRIU's CR_FD_ name), magic, number of entries (framed entries;
 "-" for raw files) and size. Entries are counted by walking the framing only: extras are skipped
 and pages are never read, so it is fast on dumps of any size. Files that cannot be read are listed
-with the reason. --json prints the same as a JSON array.`,
+with the reason. --json prints the same as a JSON array. DIR may also be a container checkpoint
+archive (podman/CRI-O/containerd tar, tar.gz, tar.zst): its checkpoint/ images are listed.`,
 	Example: `  criukit ls /tmp/dump
   criukit ls /tmp/dump --json | jq '.[] | select(.kind == "raw")'`,
 	Args: cobra.ExactArgs(1),
@@ -45,7 +45,7 @@ type lsRow struct {
 }
 
 func runLs(w io.Writer, dir string, asJSON bool) error {
-	files, err := image.ReadDir(dir)
+	files, err := readDirAny(dir)
 	if err != nil {
 		return err
 	}

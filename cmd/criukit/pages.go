@@ -6,7 +6,6 @@ import (
 	"io"
 	"strconv"
 
-	"github.com/criukit/criukit/image"
 	"github.com/spf13/cobra"
 )
 
@@ -18,14 +17,15 @@ var (
 )
 
 var pagesCmd = &cobra.Command{
-	Use:   "pages DIR --pid P --addr V --len N [--raw]",
+	Use:   "pages DIR|ARCHIVE --pid P --addr V --len N [--raw]",
 	Short: "Print the dumped memory of a task at a virtual address (hexdump or raw bytes)",
 	Long: `pages reads N bytes of task P's memory at virtual address V from the images (pagemap-P.img
 and pages-ID.img), without loading the pages file: any dump size costs the same little memory.
 Pages marked PE_PARENT are read from the "parent" images directory of incremental dumps. The
 output is a hexdump with addresses and ASCII (like hexdump -C), or the bytes themselves with
 --raw. It stops with an error at the first page that is not in the images (never touched, lazy,
-or a missing parent). Find addresses with "criukit x DIR mems" or "criukit x DIR rss".`,
+or a missing parent). DIR may be a container checkpoint archive: pages of a plain tar are read in
+place, compressed archives are decompressed once to a temporary spool. Find addresses with "criukit x DIR mems" or "criukit x DIR rss".`,
 	Example: `  criukit pages /tmp/dump --pid 1234 --addr 0x7ffd5c3e1000 --len 256
   criukit pages /tmp/dump --pid 1234 --addr 0x55e0d4cf2000 --len 4096 --raw > page.bin`,
 	Args: cobra.ExactArgs(1),
@@ -53,7 +53,7 @@ func init() {
 }
 
 func runPages(w io.Writer, dir string, pid int, addr uint64, n int64, raw bool) error {
-	m, err := image.OpenMemory(dir, pid)
+	m, err := memoryAny(dir, pid)
 	if err != nil {
 		return err
 	}

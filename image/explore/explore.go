@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -31,6 +33,7 @@ var Names = []string{"ps", "fds", "mems", "rss", "sk"}
 // Dir is an images directory being explored; images are read once and cached.
 type Dir struct {
 	Path   string
+	fsys   iofs.FS // nil: Path is an OS directory
 	cache  map[string][]proto.Message
 	files  map[uint32]*fdinfo.FileEntry // files.img by id (nil: not loaded)
 	legacy map[string]map[uint32]proto.Message
@@ -44,11 +47,41 @@ func Open(dir string) (*Dir, error) {
 	return &Dir{Path: dir, cache: map[string][]proto.Message{}, legacy: map[string]map[uint32]proto.Message{}}, nil
 }
 
+// OpenFS explores the images directory dir of fsys (an archive opened by package ckpt, or os.DirFS).
+func OpenFS(fsys iofs.FS, dir string) (*Dir, error) {
+	if _, err := iofs.Stat(fsys, path.Join(dir, "pstree.img")); err != nil {
+		return nil, fmt.Errorf("%s is not a CRIU images directory (no pstree.img): %w", dir, err)
+	}
+	return &Dir{Path: dir, fsys: fsys, cache: map[string][]proto.Message{}, legacy: map[string]map[uint32]proto.Message{}}, nil
+}
+
+// OpenFSPartial is OpenFS without the pstree.img check, for images still arriving (a compressed
+// archive being read in name order: pstree.img comes after core-, files.img and mm-).
+func OpenFSPartial(fsys iofs.FS, dir string) *Dir {
+	return &Dir{Path: dir, fsys: fsys, cache: map[string][]proto.Message{}, legacy: map[string]map[uint32]proto.Message{}}
+}
+
+// exists reports whether the image name is in the directory.
+func (d *Dir) exists(name string) bool {
+	if d.fsys != nil {
+		_, err := iofs.Stat(d.fsys, path.Join(d.Path, name))
+		return err == nil
+	}
+	_, err := os.Stat(filepath.Join(d.Path, name))
+	return err == nil
+}
+
 func (d *Dir) load(name string) ([]proto.Message, error) {
 	if m, ok := d.cache[name]; ok {
 		return m, nil
 	}
-	img, err := image.ReadFile(filepath.Join(d.Path, name))
+	var img *image.Image
+	var err error
+	if d.fsys != nil {
+		img, err = image.ReadFileFS(d.fsys, path.Join(d.Path, name))
+	} else {
+		img, err = image.ReadFile(filepath.Join(d.Path, name))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +188,9 @@ func WritePs(w io.Writer, roots []*Proc) {
 }
 
 // file returns files.img's entry with id, or nil.
+// File returns files.img's entry id (nil when there is none).
+func (d *Dir) File(id uint32) *fdinfo.FileEntry { return d.file(id) }
+
 func (d *Dir) file(id uint32) *fdinfo.FileEntry {
 	if d.files == nil {
 		d.files = map[uint32]*fdinfo.FileEntry{}

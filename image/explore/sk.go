@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -79,7 +77,7 @@ func (d *Dir) Sk() ([]TaskSockets, error) {
 	// queued packets by socket id
 	qPk := map[uint32]int{}
 	qBy := map[uint32]uint64{}
-	if _, err := os.Stat(filepath.Join(d.Path, "sk-queues.img")); err == nil {
+	if d.exists("sk-queues.img") {
 		ms, err := d.load("sk-queues.img")
 		if err != nil {
 			return nil, err
@@ -160,7 +158,7 @@ func (d *Dir) taskFdinfo(pid uint32) ([]*fdinfo.FdinfoEntry, error) {
 
 func (d *Dir) tcpStream(ino uint32) (*tcp_stream.TcpStreamEntry, error) {
 	n := fmt.Sprintf("tcp-stream-%x.img", ino)
-	if _, err := os.Stat(filepath.Join(d.Path, n)); err != nil {
+	if !d.exists(n) {
 		return nil, nil
 	}
 	return first[*tcp_stream.TcpStreamEntry](d, n)

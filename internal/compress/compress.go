@@ -102,6 +102,25 @@ func NewReader(r io.Reader) (io.ReadCloser, Kind, error) {
 	}
 }
 
+// NewReaderAsync is NewReader with zstd frames decoded ahead in background goroutines, so that
+// decompression overlaps the reader's own work (a memory search streaming the pages) on a second
+// core. gzip and plain streams are as with NewReader.
+func NewReaderAsync(r io.Reader) (io.ReadCloser, Kind, error) {
+	br := bufio.NewReader(r)
+	head, err := br.Peek(4)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, None, err
+	}
+	if Detect(head) != Zstd {
+		return NewReader(br)
+	}
+	zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderConcurrency(2))
+	if err != nil {
+		return nil, Zstd, fmt.Errorf("zstd: %w", err)
+	}
+	return zstdReadCloser{zr}, Zstd, nil
+}
+
 type zstdReadCloser struct{ *zstd.Decoder }
 
 func (z zstdReadCloser) Close() error { z.Decoder.Close(); return nil }
