@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/opts"
+	"github.com/criukit/criukit/anonymize/dict"
 	"github.com/criukit/criukit/anonymize/logscrub"
 	"github.com/criukit/criukit/anonymize/pseudo"
 	"google.golang.org/protobuf/proto"
@@ -311,6 +312,19 @@ func (r *run) stringField(m protoreflect.Message, f protoreflect.FieldDescriptor
 
 func (r *run) applyRule(rule fieldRule, f protoreflect.FieldDescriptor, v protoreflect.Value) (protoreflect.Value, bool) {
 	nv, ok := r.applyRule1(rule, f, v)
+	// --secret values and their pieces leave every string at every level
+	cur := v
+	if ok && nv.IsValid() {
+		cur = nv
+	}
+	if f.Kind() == protoreflect.BytesKind {
+		b := append([]byte(nil), cur.Bytes()...)
+		if len(b) >= dict.MinLen && r.sec.ReplaceBytes(b, len(b)) > 0 {
+			nv, ok = protoreflect.ValueOfBytes(b), true
+		}
+	} else if s := r.scrubSecrets(cur.String()); s != cur.String() {
+		nv, ok = protoreflect.ValueOfString(s), true
+	}
 	if ok && nv.Interface() != nil {
 		var a, b string
 		if f.Kind() == protoreflect.BytesKind {

@@ -15,6 +15,7 @@ import (
 	"github.com/criukit/criukit/anonymize/dict"
 	"github.com/criukit/criukit/anonymize/pseudo"
 	"github.com/criukit/criukit/image"
+	"net/netip"
 )
 
 const (
@@ -138,20 +139,52 @@ func readVaddr(f *os.File, ents []pmEnt, start, end uint64) ([]byte, []int64, er
 }
 
 // envValue and argValue are the same-length replacements of env values and arguments; the
-// dictionary uses the same functions, so memory, images and logs agree.
+// dictionary uses the same functions, so memory, images and logs agree. Both go through the
+// mapper, so the policy (public vocabulary kept, everything else one pseudonym) is the same as
+// for every other value.
 func (r *run) envValue(v string) string {
-	if v == "" || isNumeric(v) {
-		r.keepString(v)
-		return v // numbers (SHLVL=1, PIDs, ports) are kept; use --secret for secret numbers
-	}
-	if looksLikePath(v) {
+	switch {
+	case v == "":
+		return v
+	case allDigits(v):
+		if len(v) < dict.MinLen {
+			r.keepString(v)
+			return v // SHLVL=1, small ports: too short to find (use --secret for secret numbers)
+		}
+		return r.m.Digits(v)
+	case looksLikePath(v):
 		parts := strings.Split(v, ":")
 		for i := range parts {
 			parts[i] = r.path(parts[i])
 		}
 		return strings.Join(parts, ":")
 	}
+	if a, err := netip.ParseAddr(v); err == nil && r.lvl >= Identity {
+		return sameLenIP(v, r.mapIP(a).String())
+	}
+	if isNumeric(v) {
+		r.keepString(v) // versions, dotted numbers
+		return v
+	}
 	return r.m.Token(pseudo.CatEnv, v)
+}
+
+// envName maps an environment variable name at identity: well-known names are kept.
+func (r *run) envName(k string) string {
+	if r.lvl < Identity || wellKnownEnv[k] || strings.HasPrefix(k, "LC_") || strings.HasPrefix(k, "XDG_") {
+		r.keepString(k + "=")
+		return k
+	}
+	return r.m.Token(pseudo.CatEnv, k)
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func looksLikePath(v string) bool {
@@ -162,42 +195,48 @@ func (r *run) argValue(i int, v string) string {
 	switch {
 	case v == "":
 		return v
-	case isNumeric(v):
-		r.keepString(v)
-		return v
 	case i == 0:
 		if looksLikePath(v) && r.lvl >= Identity {
 			return r.path(v)
 		}
-		return v
-	case isSubcommand(v):
-		r.keepString(v)
-		return v
-	case strings.HasPrefix(v, "-"):
-		if k, val, ok := strings.Cut(v, "="); ok {
-			r.keepString(k + "=")
-			return k + "=" + r.argValue(2, val)
+		if r.lvl >= Identity {
+			return r.m.Token(pseudo.CatArg, v) // public program names stay
 		}
-		r.keepString(v)
 		return v
+	case strings.HasPrefix(v, "-") && len(v) > 1:
+		dashes := "-"
+		if strings.HasPrefix(v, "--") {
+			dashes = "--"
+		}
+		body := v[len(dashes):]
+		if k, val, ok := strings.Cut(body, "="); ok {
+			if r.lvl >= Identity && len(k) >= dict.MinLen {
+				k = r.argValue(2, k)
+			}
+			return dashes + k + "=" + r.argValue(2, val)
+		}
+		if len(body) < dict.MinLen || r.lvl < Identity {
+			return v // content keeps option names (values are replaced); short names are not findable
+		}
+		// "--opt", "-pVALUE": the whole word is mapped unless public
+		return dashes + r.argValue(2, body)
+	case allDigits(v):
+		if len(v) < dict.MinLen {
+			r.keepString(v)
+			return v
+		}
+		return r.m.Digits(v)
 	case looksLikePath(v):
 		return r.path(v)
 	}
+	if a, err := netip.ParseAddr(v); err == nil && r.lvl >= Identity {
+		return sameLenIP(v, r.mapIP(a).String())
+	}
+	if isNumeric(v) {
+		r.keepString(v)
+		return v
+	}
 	return r.m.Token(pseudo.CatArg, v)
-}
-
-// isSubcommand: plain lowercase words ("run", "files", "dump-all") are kept in argv; anything
-// with digits, capitals or punctuation is tokenized (use --secret for secret plain words).
-func isSubcommand(v string) bool {
-	if len(v) > 12 {
-		return false
-	}
-	for i, c := range v {
-		if !(c >= 'a' && c <= 'z' || i > 0 && c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // rewriteArea rewrites a NUL-separated argv or env block (same length).
@@ -209,8 +248,7 @@ func (r *run) rewriteArea(b []byte, env bool) []byte {
 		var ns string
 		if env {
 			if k, v, ok := strings.Cut(str, "="); ok {
-				ns = k + "=" + r.envValue(v)
-				r.keepString(k + "=")
+				ns = r.envName(k) + "=" + r.envValue(v)
 			} else {
 				ns = str
 			}
@@ -368,7 +406,7 @@ func (r *run) pagesFile(name string) error {
 		}
 		tr = "shared memory (memfd, anon shared, SysV shm) filled"
 		r.count("shmem-bytes", int(st.Size()))
-	case r.lvl >= Identity:
+	case r.lvl >= Identity || r.sec.Len() > 0:
 		// two stages on two goroutines: replace (and apply the argv/env patches), then scan the
 		// final bytes for leftovers while writing them (the leak scan of this file)
 		var patches []areaPatch
@@ -377,10 +415,17 @@ func (r *run) pagesFile(name string) error {
 				patches = append(patches, p)
 			}
 		}
-		r.d.Compile() // shared by the two goroutines below
+		d := r.d
+		if r.lvl < Identity {
+			d = r.sec // content: memory is kept but for argv/env areas and --secret values
+		}
+		d.Compile() // shared by the two goroutines below
 		var hits []string
-		n, err := r.identityPages(src, dst, patches, func(h dict.Hit) bool {
+		n, err := r.identityPages(d, src, dst, patches, func(h dict.Hit) bool {
 			hits = append(hits, fmt.Sprintf("%s offset %d: %s value (%d bytes)", name, h.Offset, h.Entry.Kind, len(h.Entry.From)))
+			if os.Getenv("CRIUKIT_DEBUG_LEAK") != "" {
+				fmt.Fprintf(os.Stderr, "DEBUG leak %q\n", h.Entry.From)
+			}
 			return len(hits) < 5
 		})
 		if err != nil {
@@ -389,6 +434,9 @@ func (r *run) pagesFile(name string) error {
 		r.pagesLeaks = append(r.pagesLeaks, hits...)
 		r.pagesScanned[name] = st.Size()
 		tr = fmt.Sprintf("dictionary values replaced in memory (%d)", n)
+		if r.lvl < Identity {
+			tr = fmt.Sprintf("memory kept; --secret values replaced (%d)", n)
+		}
 		if len(patches) > 0 {
 			tr += "; argv/env values rewritten in place"
 		}
@@ -423,12 +471,12 @@ func (r *run) pagesFile(name string) error {
 // offsets), the second leak-scans the final bytes (independently of the replacement: every
 // value, at every offset, chunk boundaries included) and writes them. Memory use is a few
 // chunks plus the longest value.
-func (r *run) identityPages(src io.Reader, dst io.Writer, patches []areaPatch, leak func(dict.Hit) bool) (int, error) {
+func (r *run) identityPages(d *dict.Dict, src io.Reader, dst io.Writer, patches []areaPatch, leak func(dict.Hit) bool) (int, error) {
 	type chunk struct {
 		b   []byte
 		err error
 	}
-	tail := max(r.d.MaxLen()-1, 0)
+	tail := max(d.MaxLen()-1, 0)
 	const inFlight = 3
 	free := make(chan []byte, inFlight+1)
 	for range inFlight + 1 {
@@ -462,7 +510,7 @@ func (r *run) identityPages(src io.Reader, dst io.Writer, patches []areaPatch, l
 			if eof {
 				limit = n
 			}
-			total += r.d.ReplaceBytes(cur[:n], limit)
+			total += d.ReplaceBytes(cur[:n], limit)
 			r.progressBytes("memory pages", int64(limit))
 			// patches overlapping the final region [base, base+limit)
 			for _, p := range patches {
@@ -494,7 +542,7 @@ func (r *run) identityPages(src io.Reader, dst io.Writer, patches []areaPatch, l
 		if stopped || limit <= 0 {
 			return
 		}
-		r.d.Find(b, limit, base, func(h dict.Hit) bool {
+		d.Find(b, limit, base, func(h dict.Hit) bool {
 			if !leak(h) {
 				stopped = true
 			}

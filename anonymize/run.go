@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
@@ -33,6 +34,10 @@ var (
 	ErrOutExists = errors.New("output already exists")
 	// ErrNotSupported: an input kind criukit cannot anonymize yet.
 	ErrNotSupported = errors.New("not supported")
+	// ErrNotImageDir: the input directory holds no CRIU images.
+	ErrNotImageDir = errors.New("not a CRIU image dir")
+	// ErrBadInput: the input or output paths are unsafe (output inside the input, hard links).
+	ErrBadInput = errors.New("unsafe input")
 )
 
 // KitFile is the restore kit's name in OUTDIR.
@@ -118,6 +123,11 @@ type run struct {
 	totalBytes   int64
 	pagesLeaks   []string
 	roots        map[string]bool
+	pubWords     map[string]bool // see policy.go
+	pubText      string
+	sec          *dict.Dict // --secret values and their pieces
+	logs, pages  []string   // inputs found by scan
+	raws, names  []string
 }
 
 func (r *run) count(k string, n int) {
@@ -135,7 +145,9 @@ func (r *run) keepString(s string) {
 	}
 }
 
-func (r *run) drop(name, reason string) { r.man.Dropped = append(r.man.Dropped, Dropped{name, reason}) }
+func (r *run) drop(name, reason string) {
+	r.man.Dropped = append(r.man.Dropped, Dropped{r.dropName(name), r.scrubSecrets(reason)})
+}
 
 func (r *run) report(name, kind string, tr ...string) {
 	r.man.Files = append(r.man.Files, FileReport{name, kind, tr})
@@ -148,6 +160,9 @@ func Run(in, out string, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("anonymize: input %s: %w", in, err)
 	}
+	if err := checkPaths(in, out, o.MapOut, st.IsDir()); err != nil {
+		return nil, err
+	}
 	if !st.IsDir() {
 		return runArchive(in, out, o)
 	}
@@ -156,11 +171,6 @@ func Run(in, out string, o Options) (*Manifest, error) {
 	}
 	if _, err := os.Lstat(out); err == nil {
 		return nil, fmt.Errorf("anonymize: %s: %w (pick a new name; it is never overwritten)", out, ErrOutExists)
-	}
-	if o.MapOut != "" {
-		if rel, err := filepath.Rel(out, o.MapOut); err == nil && !strings.HasPrefix(rel, "..") {
-			return nil, fmt.Errorf("anonymize: --map-out %s is inside OUTDIR: the mapping must never be bundled", o.MapOut)
-		}
 	}
 	var sfx [6]byte
 	rand.Read(sfx[:])
@@ -194,6 +204,47 @@ func Run(in, out string, o Options) (*Manifest, error) {
 	return r.man, nil
 }
 
+// checkPaths refuses an output inside the input dir (it would be read as input next time and
+// bundles nothing useful) and a mapping file inside the output (it would undo the anonymization).
+// Paths are compared absolute and cleaned, so "OUT/../OUT/x", relative spellings and symlinked
+// parents cannot slip through.
+func checkPaths(in, out, mapOut string, inIsDir bool) error {
+	abs := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return filepath.Clean(p)
+		}
+		// resolve the longest existing prefix (symlinked parents)
+		dir, rest := a, ""
+		for {
+			if r, err := filepath.EvalSymlinks(dir); err == nil {
+				return filepath.Join(r, rest)
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				return a
+			}
+			rest = filepath.Join(filepath.Base(dir), rest)
+			dir = parent
+		}
+	}
+	inside := func(p, dir string) bool {
+		rel, err := filepath.Rel(dir, p)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+	}
+	ai, ao := abs(in), abs(out)
+	if inIsDir && inside(ao, ai) {
+		return fmt.Errorf("anonymize: OUTDIR %s is inside IMGDIR %s: %w (write it next to the image dir)", out, in, ErrBadInput)
+	}
+	if mapOut != "" {
+		am := abs(mapOut)
+		if inside(am, ao) || strings.HasPrefix(filepath.Base(am), filepath.Base(ao)+".partial-") {
+			return fmt.Errorf("anonymize: --map-out %s is inside OUTDIR %s: the mapping must never be bundled", mapOut, out)
+		}
+	}
+	return nil
+}
+
 func newRun(in, tmp string, o Options) (*run, error) {
 	key := o.Key
 	if key == nil {
@@ -213,11 +264,23 @@ func newRun(in, tmp string, o Options) (*run, error) {
 	for _, k := range o.Keep {
 		r.m.Keep(k)
 	}
+	r.pubWords = map[string]bool{}
+	r.buildSecrets()
+	r.m.SetPublic(r.public)
 	return r, nil
 }
 
 // process writes every output file into r.tmp.
 func (r *run) process() error {
+	if err := r.scan(); err != nil {
+		return err
+	}
+	return r.write()
+}
+
+// scan lists and classifies the input files, decodes every protobuf image and collects what the
+// policy needs before any value is mapped (the dump's public vocabulary).
+func (r *run) scan() error {
 	ents, err := os.ReadDir(r.in)
 	if err != nil {
 		return fmt.Errorf("anonymize: read %s: %w", r.in, err)
@@ -238,6 +301,9 @@ func (r *run) process() error {
 			continue
 		case !e.Type().IsRegular():
 			r.drop(name, "not a regular file")
+			continue
+		case hardLinked(filepath.Join(r.in, name)):
+			r.drop(name, "hard link (more than one name): never copied, it may be any file of the system (e.g. /etc/shadow)")
 			continue
 		case strings.HasSuffix(name, ".log"):
 			logs = append(logs, filepath.Join(r.in, name))
@@ -271,10 +337,18 @@ func (r *run) process() error {
 		}
 		r.imgs[name] = img
 	}
-	r.collectMACs()
-	for _, s := range r.o.Secrets {
-		r.m.Token(pseudo.CatSecret, s)
+	if r.imgs["inventory.img"] == nil {
+		return fmt.Errorf("anonymize: %s: %w: no inventory.img (a CRIU image dir holds inventory.img, pstree.img, core-*.img)", r.in, ErrNotImageDir)
 	}
+	r.collectMACs()
+	r.collectPublic()
+	r.logs, r.pages, r.raws, r.names = logs, pages, raws, names
+	return nil
+}
+
+// write transforms and writes every output file.
+func (r *run) write() error {
+	logs, pages, raws, names := r.logs, r.pages, r.raws, r.names
 	// pass 2: transform and write protobuf images
 	sort.Strings(names)
 	for _, name := range names {
@@ -314,6 +388,18 @@ func (r *run) process() error {
 		}
 	}
 	r.buildDict()
+	if r.lvl < Structure {
+		d := r.d
+		if r.lvl < Identity {
+			d = r.sec
+		}
+		for _, name := range r.rewriteRegisters(d) {
+			os.Remove(filepath.Join(r.tmp, name))
+			if err := writeImage(filepath.Join(r.tmp, name), r.imgs[name]); err != nil {
+				return err
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for _, l := range logs {
 		base := filepath.Base(l)
@@ -360,6 +446,36 @@ func (r *run) progressBytes(file string, n int64) {
 	}
 }
 
+// criuLogs are CRIU's own log names (public); other log base names are mapped at paranoid.
+var criuLogs = map[string]bool{"dump.log": true, "restore.log": true, "pre-dump.log": true, "criu.log": true,
+	"page-server.log": true, "lazy-pages.log": true, "check.log": true, "cpuinfo.log": true}
+
+// logName is a log's output name: --secret pieces replaced; mapped at paranoid unless CRIU's own.
+func (r *run) logName(base string) string {
+	base = r.scrubSecrets(base)
+	if r.lvl >= Paranoid && !criuLogs[base] {
+		return strings.TrimSuffix(r.m.Component(base, r.po), ".log") + ".log"
+	}
+	return base
+}
+
+// droppedName is how a dropped input's name appears in MANIFEST.json: --secret pieces replaced;
+// at paranoid only CRIU's own names stay (others are mapped like paths).
+func (r *run) dropName(name string) string {
+	name = r.scrubSecrets(name)
+	if r.lvl >= Paranoid {
+		if _, err := image.Classify(strings.TrimSuffix(name, "/")); err != nil && !criuLogs[name] {
+			return r.m.Path(name, r.po)
+		}
+	}
+	return name
+}
+
+func hardLinked(path string) bool {
+	var st syscall.Stat_t
+	return syscall.Lstat(path, &st) != nil || st.Nlink != 1
+}
+
 func writeImage(path string, img *image.Image) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -373,23 +489,27 @@ func writeImage(path string, img *image.Image) error {
 }
 
 func (r *run) scrubLog(path string, harvest bool) error {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("anonymize: log %s: %w", path, err)
 	}
 	defer f.Close()
-	base := filepath.Base(path)
+	base := r.logName(filepath.Base(path))
 	if r.lvl < Identity {
 		if harvest {
 			return nil
 		}
-		out, err := os.Create(filepath.Join(r.tmp, base))
+		out, err := os.OpenFile(filepath.Join(r.tmp, base), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
 			return err
 		}
 		defer out.Close()
-		_, err = io.Copy(out, f)
-		r.report(base, "log", "kept (level "+r.lvl.String()+" keeps logs)")
+		n, err := r.sec.Stream(f, out, true, nil)
+		tr := "kept (level " + r.lvl.String() + " keeps logs)"
+		if n > 0 {
+			tr += fmt.Sprintf("; %d --secret values replaced", n)
+		}
+		r.report(base, "log", tr)
 		return err
 	}
 	roots := map[string]bool{}
@@ -405,7 +525,7 @@ func (r *run) scrubLog(path string, harvest bool) error {
 	}
 	var w io.Writer = io.Discard
 	if !harvest {
-		out, err := os.Create(filepath.Join(r.tmp, base))
+		out, err := os.OpenFile(filepath.Join(r.tmp, base), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
 			return err
 		}
@@ -476,10 +596,15 @@ func (r *run) buildDict() {
 			d.Add("payload", pl, nil)
 		}
 	}
+	// --secret values and their pieces: at every level, in every file
+	for _, e := range r.sec.Entries() {
+		d.Add(e.Kind, e.From, e.To)
+		dlog.Add(e.Kind, e.From, e.To)
+	}
 	// values that are also part of kept strings cannot be told apart from them: not scanned
 	var excluded []string
 	for _, e := range d.Entries() {
-		if e.Kind == dict.Kind(pseudo.CatSecret) {
+		if strings.HasPrefix(string(e.Kind), "secret") {
 			continue
 		}
 		for k := range r.kept {

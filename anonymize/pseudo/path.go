@@ -120,6 +120,9 @@ func (m *Mapper) Component(c string, o PathOptions) string {
 	if !o.All && systemComponents[c] {
 		return lead + c
 	}
+	if i := strings.IndexByte(c, '.'); !o.All && i > 0 && systemComponents[c[:i]] {
+		return lead + c // cpu.cfs_quota_us, python3.11, cgroup.procs
+	}
 	stem, ext := splitExt(c)
 	if !o.All && systemComponents[stem] && ext != "" && extRe.MatchString(ext) {
 		return lead + c
