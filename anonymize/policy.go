@@ -7,6 +7,7 @@ import (
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/criukit/criukit/anonymize/dict"
+	"github.com/criukit/criukit/anonymize/logscrub"
 	"github.com/criukit/criukit/anonymize/pseudo"
 	"github.com/criukit/criukit/image"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -54,12 +55,13 @@ func init() {
 // collectPublic records the system paths of the input (kept whole below paranoid) and their
 // components and stems: the public vocabulary of this dump.
 func (r *run) collectPublic() {
-	if r.lvl >= Paranoid {
-		return
-	}
-	var sb strings.Builder
+	var sb, paths strings.Builder
 	add := func(p string) {
-		if !strings.HasPrefix(p, "/") || !pseudo.IsSystemPath(p) {
+		if strings.HasPrefix(p, "/") {
+			paths.WriteString(p)
+			paths.WriteByte(0)
+		}
+		if r.lvl >= Paranoid || !strings.HasPrefix(p, "/") || !pseudo.IsSystemPath(p) {
 			return
 		}
 		p = strings.TrimSuffix(p, " (deleted)")
@@ -90,6 +92,12 @@ func (r *run) collectPublic() {
 			case f.Kind() == protoreflect.StringKind:
 				if rule := fieldRules[f.FullName()]; rule == rulePath || rule == ruleName || rule == ruleMountSource {
 					each(f, v, func(x protoreflect.Value) { add(x.String()) })
+				} else if rule == ruleMountOptions {
+					// option names ("workdir=", "nr_inodes=") are the kernel's words: kept at every level
+					for _, o := range strings.Split(v.String(), ",") {
+						k, _, _ := strings.Cut(o, "=")
+						r.schemaText += k + "\x00"
+					}
 				}
 			}
 			return true
@@ -100,18 +108,56 @@ func (r *run) collectPublic() {
 			walk(e.Msg.ProtoReflect())
 		}
 	}
-	r.pubText = sb.String()
+	r.pubText += sb.String()
+	r.pathText = paths.String()
+}
+
+// collectSchema adds the keys of runtime JSON files (their schema: "secretsPath", "conmonPidFile")
+// to the public text, except the keys of annotation, label and interface maps (user data).
+func (r *run) collectSchema(v any, parent string) {
+	var sb strings.Builder
+	var walk func(v any, parent string)
+	walk = func(v any, parent string) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if !annotationMap[parent] && !ifaceMap[parent] {
+					sb.WriteString(k)
+					sb.WriteByte(0)
+				} else if publicKey(k) {
+					// io.podman.annotations.autoremove: the runtime's words, kept at every level
+					r.schemaText += k + "\x00"
+				}
+				walk(e, k)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e, parent)
+			}
+		case string:
+			if jsonKeep[parent] && enumLike.MatchString(x) {
+				r.schemaWords[x] = true
+			}
+		}
+	}
+	walk(v, parent)
+	if r.lvl < Paranoid {
+		r.pubText += sb.String()
+	}
 }
 
 // public is the mapper's public predicate (see the policy above).
 func (r *run) public(v string) bool {
-	if r.lvl >= Paranoid || v == "" {
+	if v == "" || r.secretPiece(v) {
 		return false
 	}
-	if r.secretPiece(v) {
+	if r.schemaWords[v] || strings.Contains(r.schemaText, v) {
+		return true // the runtime's own vocabulary ("type": "bind", io.podman.*), kept even at paranoid
+	}
+	if r.lvl >= Paranoid {
 		return false
 	}
-	if pseudo.IsSystemComponent(v) || r.pubWords[v] || publicWords[v] {
+	if pseudo.IsSystemComponent(v) || r.pubWords[v] || publicWords[v] || logscrub.IsStdIfName(v) {
 		return true
 	}
 	return strings.Contains(r.pubText, v)
@@ -129,7 +175,9 @@ func (r *run) secretPiece(v string) bool {
 
 // buildSecrets makes the --secret dictionary: each value, its UTF-16LE form, its prefixes and
 // suffixes of >= 6 bytes and its 7- and 8-byte windows, each replaced by the same piece of the
-// value's pseudonym (so a piece and the whole map alike).
+// value's pseudonym (so a piece and the whole map alike). A piece that is a public word or part
+// of one of the dump's own paths ("criukit-" of the program's path) is not a findable piece of
+// the secret and is left out; the whole value always counts. Run after scan (pathText).
 func (r *run) buildSecrets() {
 	d := dict.New()
 	for _, s := range r.o.Secrets {
@@ -142,7 +190,7 @@ func (r *run) buildSecrets() {
 		// a piece that is only a public word ("-secret" of "my-secret-42") is not findable
 		// as the secret: it stays where it is public (an option name)
 		piece := func(a, b int) {
-			if w := strings.Trim(s[a:b], "-_./ =:@"); !r.public(w) {
+			if w := strings.Trim(s[a:b], "-_./ =:@"); !r.public(w) && !strings.Contains(r.pathText, s[a:b]) {
 				d.Add("secret-piece", []byte(s[a:b]), []byte(t[a:b]))
 			}
 		}

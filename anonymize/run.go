@@ -125,8 +125,13 @@ type run struct {
 	roots        map[string]bool
 	pubWords     map[string]bool // see policy.go
 	pubText      string
+	pathText     string // every absolute path of the input images, NUL separated
+	schemaWords  map[string]bool // enum values of runtime JSON (kept at every level)
+	schemaText   string          // public annotation keys (io.podman.*), NUL separated
 	sec          *dict.Dict // --secret values and their pieces
 	logs, pages  []string   // inputs found by scan
+	archive      bool        // input is a checkpoint archive (checkpoint/descriptors.json is metadata)
+	metaLogs     [][2]string // archive logs next to checkpoint/ (input, output path)
 	raws, names  []string
 }
 
@@ -264,8 +269,11 @@ func newRun(in, tmp string, o Options) (*run, error) {
 	for _, k := range o.Keep {
 		r.m.Keep(k)
 	}
-	r.pubWords = map[string]bool{}
-	r.buildSecrets()
+	r.pubWords, r.schemaWords = map[string]bool{}, map[string]bool{}
+	for _, s := range o.Secrets {
+		r.m.Token(pseudo.CatSecret, s) // secrets first: every other kind maps them alike
+	}
+	r.buildSecrets() // rebuilt after scan, when the dump's paths are known
 	r.m.SetPublic(r.public)
 	return r, nil
 }
@@ -308,6 +316,8 @@ func (r *run) scan() error {
 		case strings.HasSuffix(name, ".log"):
 			logs = append(logs, filepath.Join(r.in, name))
 			continue
+		case r.archive && name == "descriptors.json":
+			continue // runtime metadata (archiveMeta)
 		}
 		d, err := image.Classify(name)
 		if err != nil {
@@ -342,6 +352,7 @@ func (r *run) scan() error {
 	}
 	r.collectMACs()
 	r.collectPublic()
+	r.buildSecrets()
 	r.logs, r.pages, r.raws, r.names = logs, pages, raws, names
 	return nil
 }
@@ -382,7 +393,12 @@ func (r *run) write() error {
 	// logs: harvest pass, then the dictionary, then the real pass
 	if r.lvl >= Identity {
 		for _, l := range logs {
-			if err := r.scrubLog(l, true); err != nil {
+			if err := r.scrubLog(l, "", true); err != nil {
+				return err
+			}
+		}
+		for _, l := range r.metaLogs {
+			if err := r.scrubLog(l[0], l[1], true); err != nil {
 				return err
 			}
 		}
@@ -408,7 +424,12 @@ func (r *run) write() error {
 			continue
 		}
 		seen[base] = true
-		if err := r.scrubLog(l, false); err != nil {
+		if err := r.scrubLog(l, "", false); err != nil {
+			return err
+		}
+	}
+	for _, l := range r.metaLogs {
+		if err := r.scrubLog(l[0], l[1], false); err != nil {
 			return err
 		}
 	}
@@ -488,18 +509,21 @@ func writeImage(path string, img *image.Image) error {
 	return f.Close()
 }
 
-func (r *run) scrubLog(path string, harvest bool) error {
+func (r *run) scrubLog(path, outPath string, harvest bool) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("anonymize: log %s: %w", path, err)
 	}
 	defer f.Close()
 	base := r.logName(filepath.Base(path))
+	if outPath == "" {
+		outPath = filepath.Join(r.tmp, base)
+	}
 	if r.lvl < Identity {
 		if harvest {
 			return nil
 		}
-		out, err := os.OpenFile(filepath.Join(r.tmp, base), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		out, err := os.OpenFile(outPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
 			return err
 		}
@@ -525,7 +549,7 @@ func (r *run) scrubLog(path string, harvest bool) error {
 	}
 	var w io.Writer = io.Discard
 	if !harvest {
-		out, err := os.OpenFile(filepath.Join(r.tmp, base), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		out, err := os.OpenFile(outPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
 			return err
 		}

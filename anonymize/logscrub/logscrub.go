@@ -57,6 +57,9 @@ var triggers = map[*regexp.Regexp]string{runningOn: "Running on ", commRe: "comm
 var stdIfnames = regexp.MustCompile(`^(lo|all|default|eth\d+|ens\d+\w*|enp\w+|eno\d+|wlan\d+|bond\d+|docker0|tunl0|gre0|gretap0|erspan0|ip_vti0|ip6_vti0|sit0|ip6tnl0|ip6gre0)$`)
 
 // IfName maps a network interface name; standard kernel/distro names are kept.
+// IsStdIfName reports whether n is a kernel/runtime default interface name (kept).
+func IsStdIfName(n string) bool { return stdIfnames.MatchString(n) }
+
 func IfName(m *pseudo.Mapper, n string) string {
 	if stdIfnames.MatchString(n) {
 		return n
