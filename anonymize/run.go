@@ -125,13 +125,13 @@ type run struct {
 	roots        map[string]bool
 	pubWords     map[string]bool // see policy.go
 	pubText      string
-	pathText     string // every absolute path of the input images, NUL separated
+	pathText     string          // every absolute path of the input images, NUL separated
 	schemaWords  map[string]bool // enum values of runtime JSON (kept at every level)
 	schemaText   string          // public annotation keys (io.podman.*), NUL separated
-	sec          *dict.Dict // --secret values and their pieces
-	logs, pages  []string   // inputs found by scan
-	archive      bool        // input is a checkpoint archive (checkpoint/descriptors.json is metadata)
-	metaLogs     [][2]string // archive logs next to checkpoint/ (input, output path)
+	sec          *dict.Dict      // --secret values and their pieces
+	logs, pages  []string        // inputs found by scan
+	archive      bool            // input is a checkpoint archive (checkpoint/descriptors.json is metadata)
+	metaLogs     [][2]string     // archive logs next to checkpoint/ (input, output path)
 	raws, names  []string
 }
 
