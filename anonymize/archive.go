@@ -396,10 +396,19 @@ func (r *run) jsonValue(key string, v any) any {
 			}
 			return y
 		}
-		if r.lvl >= Identity && annotationMap[key] {
+		if annotationMap[key] {
 			y := make(map[string]any, len(x))
 			for k, e := range x {
-				y[r.annotationKey(k)] = r.jsonValue(k, e)
+				nk, ne := k, e
+				if str, ok := e.(string); ok && !publicKey(k) && r.lvl < Identity {
+					ne = r.scrubSecrets(r.envValue(str)) // content: user values, like env values
+				} else {
+					ne = r.jsonValue(k, e)
+				}
+				if r.lvl >= Identity {
+					nk = r.annotationKey(k)
+				}
+				y[r.scrubSecrets(nk)] = ne
 			}
 			return y
 		}
@@ -429,6 +438,9 @@ func (r *run) jsonValue(key string, v any) any {
 		return x
 	case string:
 		if r.lvl < Identity {
+			if key == "args" || key == "CreateCommand" || key == "command" {
+				return r.scrubSecrets(r.argValue(2, x)) // content: argv values, as in memory
+			}
 			// content: every KEY=VALUE (spec env, podman's CreateCommand -e) has its value replaced
 			if envLike.MatchString(x) {
 				k, val, _ := strings.Cut(x, "=")
@@ -451,8 +463,7 @@ func (r *run) jsonString(key, s string) string {
 		return r.path(s)
 	case envLike.MatchString(s):
 		k, val, _ := strings.Cut(s, "=")
-		r.keepString(k + "=")
-		return k + "=" + r.envValue(val)
+		return r.envName(k) + "=" + r.envValue(val)
 	case jsonKeep[key] && enumLike.MatchString(s):
 		r.keepString(s)
 		return s

@@ -159,6 +159,7 @@ func (r *run) envValue(v string) string {
 		}
 		return strings.Join(parts, ":")
 	}
+	r.innerWords(v)
 	if a, err := netip.ParseAddr(v); err == nil && r.lvl >= Identity {
 		return sameLenIP(v, r.mapIP(a).String())
 	}
@@ -200,6 +201,7 @@ func (r *run) argValue(i int, v string) string {
 			return r.path(v)
 		}
 		if r.lvl >= Identity {
+			r.innerWords(v)                    // "nginx: master process nginx -c /etc/x.conf" (setproctitle)
 			return r.m.Token(pseudo.CatArg, v) // public program names stay
 		}
 		return v
@@ -236,7 +238,62 @@ func (r *run) argValue(i int, v string) string {
 		r.keepString(v)
 		return v
 	}
+	r.innerWords(v)
 	return r.m.Token(pseudo.CatArg, v)
+}
+
+// innerWords (identity) maps the words of a multi-word argv or env value ("x=secret; run"):
+// programs keep copies of single words (a shell's variables, a parsed option), which the whole
+// value's pseudonym would not find in memory.
+func (r *run) innerWords(v string) {
+	if r.lvl < Identity || !strings.ContainsAny(v, " ;=,:'\"\t") {
+		return
+	}
+	for _, f := range strings.Fields(v) {
+		if f = strings.Trim(f, "'\";,"); strings.HasPrefix(f, "/") {
+			r.path(f)
+		}
+	}
+	for _, w := range strings.FieldsFunc(v, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.')
+	}) {
+		w = strings.Trim(w, ".-")
+		if len(w) < dict.MinLen || isNumeric(w) && !allDigits(w) {
+			continue
+		}
+		r.m.Component(w, r.po) // the path component rules: "key.pem" maps like the file key.pem
+	}
+}
+
+// harvestEnv (identity) finds environment strings ("NAME=value", NUL-terminated, after a NUL)
+// anywhere in a task's memory: programs that rewrite their argv/env area (setproctitle: redis,
+// nginx) keep their environment in heap copies the argv/env area no longer shows.
+func (r *run) harvestEnv(b []byte) {
+	for i := 1; i < len(b); i++ {
+		if b[i-1] != 0 || !(b[i] >= 'A' && b[i] <= 'Z' || b[i] == '_') {
+			continue
+		}
+		j := i
+		for j < len(b) && j-i < 64 && (b[j] >= 'A' && b[j] <= 'Z' || b[j] >= '0' && b[j] <= '9' || b[j] == '_') {
+			j++
+		}
+		if j-i < 3 || j >= len(b) || b[j] != '=' {
+			continue
+		}
+		k := j + 1
+		for k < len(b) && k-j < 4096 && b[k] >= 0x20 && b[k] < 0x7f {
+			k++
+		}
+		if k >= len(b) || b[k] != 0 || k-j-1 < dict.MinLen {
+			continue
+		}
+		name, val := string(b[i:j]), string(b[j+1:k])
+		r.harvesting = true
+		r.envName(name)
+		r.envValue(val)
+		r.harvesting = false
+		i = k
+	}
 }
 
 // rewriteArea rewrites a NUL-separated argv or env block (same length).
@@ -291,6 +348,12 @@ func (r *run) planArgvEnv() error {
 		if err != nil {
 			return fmt.Errorf("anonymize: %w", err)
 		}
+		if r.lvl >= Identity {
+			if err := r.harvestFile(f); err != nil {
+				f.Close()
+				return fmt.Errorf("anonymize: %s: %w", pages, err)
+			}
+		}
 		for _, area := range []struct {
 			s, e uint64
 			env  bool
@@ -325,6 +388,26 @@ func (r *run) planArgvEnv() error {
 		f.Close()
 	}
 	return nil
+}
+
+// harvestFile runs harvestEnv over a pages file in chunks (overlapping by the longest string).
+func (r *run) harvestFile(f *os.File) error {
+	const over = 4096 + 80
+	buf := make([]byte, dict.ChunkSize+over)
+	var off int64
+	for {
+		n, err := f.ReadAt(buf, off)
+		if n > 0 {
+			r.harvestEnv(buf[:n])
+		}
+		if err == io.EOF || n < len(buf) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		off += int64(n - over)
+	}
 }
 
 // pagesFile writes one pages-N.img: streamed in chunks, memory flat in the file size.

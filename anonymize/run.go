@@ -127,6 +127,7 @@ type run struct {
 	pubText      string
 	pathText     string          // every absolute path of the input images, NUL separated
 	schemaWords  map[string]bool // enum values of runtime JSON (kept at every level)
+	harvesting   bool            // harvestEnv: guesses from memory map values, they never make a string "kept"
 	schemaText   string          // public annotation keys (io.podman.*), NUL separated
 	sec          *dict.Dict      // --secret values and their pieces
 	logs, pages  []string        // inputs found by scan
@@ -145,7 +146,7 @@ func (r *run) count(k string, n int) {
 func (r *run) note(format string, args ...any) { r.notes[fmt.Sprintf(format, args...)] = true }
 
 func (r *run) keepString(s string) {
-	if len(s) >= dict.MinLen {
+	if len(s) >= dict.MinLen && !r.harvesting {
 		r.kept[s] = true
 	}
 }
@@ -601,6 +602,11 @@ func (r *run) buildDict() {
 				d.Add(dict.Kind(p.Category), []byte(p.From), []byte(p.To))
 				dlog.Add(dict.Kind(p.Category), []byte(p.From), []byte(p.To))
 			}
+		}
+		// payload samples (pipes, queues, tty, ghost and tmpfs files): their copies in memory
+		// (buffers of the program that wrote them) are filled like the payloads
+		for _, pl := range r.payloads {
+			d.Add("payload", pl, filler(pl))
 		}
 		for a, b := range r.ipFinal {
 			from, to := a.String(), sameLenIP(a.String(), b.String())
