@@ -367,6 +367,7 @@ func (r *run) planArgvEnv() error {
 				return fmt.Errorf("anonymize: %s: argv/env of pid %d: %w", pages, role.pid, err)
 			}
 			nb := r.rewriteArea(b, area.env)
+			r.sec.ReplaceBytes(nb, len(nb)) // patches are written last: --secret values must not come back
 			what := "argv"
 			if area.env {
 				what = "env"

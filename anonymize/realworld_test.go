@@ -173,6 +173,28 @@ func rwPython(t *testing.T) {
 		plant{"pipe payload", "zqpayload-pipe-bytes-3k9", Content, Identity},
 	)
 	rwLevelsDir(t, "python3", d, ps)
+	// every planted value given with --secret (argv option, plain word, numeric env value, env
+	// name, IP also in env, domain-shaped folder...): written, and gone everywhere, memory included
+	var secrets []string
+	for _, p := range ps {
+		secrets = append(secrets, p.value)
+	}
+	for _, lvl := range []Level{Content, Identity} {
+		t.Run("all-secrets/"+lvl.String(), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			res := rwResult{item: "python3 (all --secret)", level: lvl.String(), written: "written", restore: "-"}
+			defer func() { rwRecord(res) }()
+			if _, err := Run(d.Dir, out, Options{Level: lvl, Key: testKey, Logs: []string{d.Log}, Secrets: secrets}); err != nil {
+				res.written = "REFUSED"
+				t.Fatal(err)
+			}
+			var all []plant
+			for _, p := range ps {
+				all = append(all, plant{p.what + " (--secret)", p.value, Content, Content})
+			}
+			res.leaks = rwCheck(t, lvl, rwBlobs(t, out, false), all)
+		})
+	}
 }
 
 func rwBusyboxSh(t *testing.T) {
@@ -402,6 +424,10 @@ func rwCheck(t *testing.T, lvl Level, blobs []blob, ps []plant) int {
 					seen[b.where] = true
 					n++
 					t.Errorf("level %s: %s (%q) left in %s", lvl, p.what, f, b.where)
+					if os.Getenv("CRIUKIT_DEBUG_LEAK") != "" {
+						i := bytes.Index(b.b, f)
+						t.Logf("context: %q", b.b[max(0, i-100):min(len(b.b), i+60)])
+					}
 				}
 			}
 		}

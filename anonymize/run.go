@@ -547,6 +547,7 @@ func (r *run) scrubLog(path, outPath string, harvest bool) error {
 	s := &logscrub.Scrubber{M: r.m, D: r.dlog, Path: r.po, Roots: roots}
 	if r.lvl >= Paranoid {
 		s.Drop = r.foreignLine()
+		s.Port = r.port // the same map as inet_sk_entry ports
 	}
 	var w io.Writer = io.Discard
 	if !harvest {

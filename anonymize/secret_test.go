@@ -2,9 +2,14 @@ package anonymize
 
 import (
 	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/criukit/criukit/anonymize/dict"
+	"github.com/criukit/criukit/internal/harness"
 )
 
 // TestSecretPieces: every findable piece of a --secret value (whole, UTF-16LE, prefixes and
@@ -30,5 +35,70 @@ func TestSecretPieces(t *testing.T) {
 	}
 	if bytes.Contains(b, []byte("planted")) {
 		t.Fatalf("secret left: %q", b)
+	}
+}
+
+// TestUnsafeInputs: issue 11 item 6. A hard link in the image dir (to /etc/shadow, named x.log)
+// is never copied; OUTDIR inside IMGDIR, --map-out inside OUTDIR (any spelling) and a dir that
+// holds no CRIU images are refused.
+func TestUnsafeInputs(t *testing.T) {
+	d := harness.CorpusDump(t, "files")
+	base := t.TempDir()
+	in := filepath.Join(base, "in")
+	os.Mkdir(in, 0o755)
+	ents, _ := os.ReadDir(d.Dir)
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(d.Dir, e.Name()))
+		os.WriteFile(filepath.Join(in, e.Name()), b, 0o600)
+	}
+	// a "system file" with a secret, hard-linked into the image dir under a log's name
+	shadow := filepath.Join(base, "shadow")
+	os.WriteFile(shadow, []byte("root:zqshadowhash77:19000:0:99999:7:::\n"), 0o600)
+	if err := os.Link(shadow, filepath.Join(in, "x.log")); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(base, "out")
+	man, err := Run(in, out, Options{Level: Content, Key: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "x.log")); err == nil {
+		t.Errorf("hard link copied: %q", b)
+	}
+	dropped := false
+	for _, x := range man.Dropped {
+		dropped = dropped || x.Name == "x.log" && strings.Contains(x.Reason, "hard link")
+	}
+	if !dropped {
+		t.Errorf("hard link not listed as dropped: %+v", man.Dropped)
+	}
+	for _, c := range []struct {
+		what        string
+		out, mapOut string
+	}{
+		{"OUTDIR inside IMGDIR", filepath.Join(in, "out"), ""},
+		{"OUTDIR inside IMGDIR (spelled with ..)", filepath.Join(in, "..", "in", "sub", "out"), ""},
+		{"--map-out inside OUTDIR", filepath.Join(base, "o2"), filepath.Join(base, "o2", "map.json")},
+		{"--map-out OUT/../OUT/x", filepath.Join(base, "o3"), filepath.Join(base, "o3", "..", "o3", "m.json")},
+	} {
+		if _, err := Run(in, c.out, Options{Level: Identity, MapOut: c.mapOut}); err == nil {
+			t.Errorf("%s accepted", c.what)
+		}
+	}
+	// relative OUTDIR, absolute --map-out inside it
+	wd, _ := os.Getwd()
+	os.Chdir(base)
+	_, err = Run(in, "o4", Options{Level: Identity, MapOut: filepath.Join(base, "o4", "m.json")})
+	os.Chdir(wd)
+	if err == nil {
+		t.Error("absolute --map-out inside a relative OUTDIR accepted")
+	}
+	empty := filepath.Join(base, "empty")
+	os.Mkdir(empty, 0o755)
+	if _, err := Run(empty, filepath.Join(base, "o5"), Options{Level: Identity}); !errors.Is(err, ErrNotImageDir) {
+		t.Errorf("empty dir: %v, want ErrNotImageDir", err)
+	}
+	if _, err := os.Stat(filepath.Join(base, "o5")); err == nil {
+		t.Error("output written for an empty dir")
 	}
 }

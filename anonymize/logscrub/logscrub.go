@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/criukit/criukit/anonymize/dict"
@@ -23,9 +24,14 @@ type Scrubber struct {
 	Roots map[string]bool
 	// Drop, when set, removes the lines it returns true for (counted as "dropped-lines").
 	Drop func(line string) bool
+	// Port, when set (paranoid), maps the port numbers of socket lines ("port 6379",
+	// "dst_port=443") the way the images map them.
+	Port func(uint32) uint32
 	// Counts of replaced tokens per family.
 	Counts map[string]int
 }
+
+var portRe = regexp.MustCompile(`\b((?:src_|dst_|s|d)?port)(\s+|=|:\s*)(\d{1,5})\b`)
 
 // DefaultRoots are the usual top-level directories.
 var DefaultRoots = map[string]bool{}
@@ -226,6 +232,17 @@ func (s *Scrubber) Scrub(r io.Reader, w io.Writer) error {
 		if len(line) > 0 {
 			nl := strings.HasSuffix(line, "\n")
 			out := s.Line(strings.TrimSuffix(line, "\n"))
+			if s.Port != nil {
+				out = portRe.ReplaceAllStringFunc(out, func(x string) string {
+					m := portRe.FindStringSubmatch(x)
+					n, err := strconv.ParseUint(m[3], 10, 32)
+					if err != nil || n == 0 || n > 65535 {
+						return x
+					}
+					s.count("port")
+					return m[1] + m[2] + strconv.FormatUint(uint64(s.Port(uint32(n))), 10)
+				})
+			}
 			bw.WriteString(out)
 			if nl {
 				bw.WriteByte('\n')

@@ -127,6 +127,17 @@ func (m *Mapper) Component(c string, o PathOptions) string {
 	if !o.All && systemComponents[stem] && ext != "" && extRe.MatchString(ext) {
 		return lead + c
 	}
+	if strings.Contains(stem, ".") {
+		// a domain-shaped name ("www.example-corp.com"): label by label, like a host name, so
+		// a label found alone (a fragment of a buffer, a log line) maps the same way
+		labels := strings.Split(stem, ".")
+		for i, l := range labels {
+			if l != "" && !isNumeric(l) && (o.All || !systemComponents[l]) {
+				labels[i] = m.Token(CatPath, l)
+			}
+		}
+		return lead + strings.Join(labels, ".") + ext
+	}
 	return lead + m.Token(CatPath, stem) + ext
 }
 
