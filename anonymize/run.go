@@ -18,6 +18,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/criukit/criukit/anonymize/dict"
 	"github.com/criukit/criukit/anonymize/logscrub"
 	"github.com/criukit/criukit/anonymize/pseudo"
@@ -348,6 +349,7 @@ func (r *run) scan() error {
 		}
 		r.imgs[name] = img
 	}
+	r.dropStale()
 	if r.imgs["inventory.img"] == nil {
 		return fmt.Errorf("anonymize: %s: %w: no inventory.img (a CRIU image dir holds inventory.img, pstree.img, core-*.img)", r.in, ErrNotImageDir)
 	}
@@ -356,6 +358,38 @@ func (r *run) scan() error {
 	r.buildSecrets()
 	r.logs, r.pages, r.raws, r.names = logs, pages, raws, names
 	return nil
+}
+
+// dropStale drops per-task images of tasks that are not in pstree.img: left over from an earlier
+// dump into the same dir (podman reuses its checkpoint dir: a --leave-running checkpoint's
+// pagemap-6.img stays next to the next checkpoint's pagemap-7.img, both naming pages-2.img).
+func (r *run) dropStale() {
+	ps := r.imgs["pstree.img"]
+	if ps == nil {
+		return
+	}
+	ids := map[uint32]bool{}
+	for _, e := range ps.Entries {
+		if p, ok := e.Msg.(*pstree.PstreeEntry); ok {
+			ids[p.GetPid()] = true
+			for _, t := range p.GetThreads() {
+				ids[t] = true
+			}
+		}
+	}
+	for name := range r.imgs {
+		for _, pfx := range []string{"core-", "mm-", "pagemap-", "ids-", "fs-"} {
+			rest, ok := strings.CutPrefix(name, pfx)
+			if !ok || strings.HasPrefix(rest, "shmem") {
+				continue
+			}
+			n, err := strconv.ParseUint(strings.TrimSuffix(rest, ".img"), 10, 32)
+			if err == nil && !ids[uint32(n)] {
+				delete(r.imgs, name)
+				r.drop(name, "task not in pstree.img (stale image of an earlier dump in the same dir)")
+			}
+		}
+	}
 }
 
 // write transforms and writes every output file.
@@ -704,6 +738,41 @@ func (r *run) finish() error {
 	b, err := json.MarshalIndent(r.man, "", "  ")
 	if err != nil {
 		return err
+	}
+	// the manifest and the output's file names are output too
+	var leaks []string
+	names := []string{}
+	filepath.WalkDir(r.tmp, func(p string, e os.DirEntry, err error) error {
+		if err == nil && p != r.tmp {
+			names = append(names, e.Name())
+		}
+		return nil
+	})
+	// (the manifest's own words are the tool's; what comes from the input is its names)
+	for _, f := range r.man.Files {
+		names = append(names, f.Name)
+	}
+	for _, d := range r.man.Dropped {
+		names = append(names, d.Name)
+	}
+	var own []string // names from the input; CRIU's and the runtimes' fixed names are vocabulary
+	for _, n := range names {
+		base := filepath.Base(strings.TrimSuffix(n, "/"))
+		if _, err := image.Classify(base); err == nil || metaKind(base) != "" && !strings.HasSuffix(base, ".log") || criuLogs[base] ||
+			base == "MANIFEST.json" || base == KitFile || base == "checkpoint" || base == "artifacts" {
+			continue
+		}
+		own = append(own, n)
+	}
+	for what, data := range map[string][]byte{"MANIFEST.json or output file names": []byte(strings.Join(own, "\x00"))} {
+		r.d.Find(data, len(data), 0, func(h dict.Hit) bool {
+			leaks = append(leaks, fmt.Sprintf("%s offset %d: %s value (%d bytes)", what, h.Offset, h.Entry.Kind, len(h.Entry.From)))
+			return len(leaks) < 20
+		})
+	}
+	if len(leaks) > 0 {
+		sort.Strings(leaks)
+		return fmt.Errorf("%w (nothing was written to the output):\n  %s", ErrLeak, strings.Join(leaks, "\n  "))
 	}
 	if err := os.WriteFile(filepath.Join(r.tmp, "MANIFEST.json"), append(b, '\n'), 0o644); err != nil {
 		return err
