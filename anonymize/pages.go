@@ -147,9 +147,9 @@ func (r *run) envValue(v string) string {
 	case v == "":
 		return v
 	case allDigits(v):
-		if len(v) < dict.MinLen {
+		if len(v) < pseudo.DigitsMin {
 			r.keepString(v)
-			return v // SHLVL=1, small ports: too short to find (use --secret for secret numbers)
+			return v // SHLVL=1, ports, pids: kept (use --secret for secret numbers)
 		}
 		return r.m.Digits(v)
 	case looksLikePath(v):
@@ -223,7 +223,7 @@ func (r *run) argValue(i int, v string) string {
 		// "--opt", "-pVALUE": the whole word is mapped unless public
 		return dashes + r.argValue(2, body)
 	case allDigits(v):
-		if len(v) < dict.MinLen {
+		if len(v) < pseudo.DigitsMin {
 			r.keepString(v)
 			return v
 		}

@@ -95,7 +95,7 @@ func (m *Mapper) Component(c string, o PathOptions) string {
 		return c
 	}
 	if isNumeric(c) {
-		if allDigits(c) && len(c) >= 5 {
+		if allDigits(c) && len(c) >= DigitsMin {
 			return m.Digits(c) // card numbers, account ids: a short number (pid, version) stays
 		}
 		return c

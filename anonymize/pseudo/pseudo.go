@@ -225,9 +225,11 @@ func (m *Mapper) token(cat Category, v string) (string, bool) {
 }
 
 // Digits returns a same-length all-digit pseudonym of an all-digit value (card numbers, ids,
-// numeric env values): injective, keyed, never the value itself. Values under 4 digits are kept.
+// numeric env values): injective, keyed, never the value itself nor another mapped value.
+// Numbers under DigitsMin digits (pids, ports, counts) are kept: a short digit token would
+// collide with other numbers of the dump.
 func (m *Mapper) Digits(v string) string {
-	if len(v) < 4 {
+	if len(v) < DigitsMin {
 		return v
 	}
 	m.mu.Lock()
@@ -259,13 +261,18 @@ func (m *Mapper) Digits(v string) string {
 			out[0] = '1' + h[0]%9 // keep a number a number (no leading zero added)
 		}
 		ts := string(out)
-		if _, used := m.sharedR[ts]; used || ts == v {
+		_, used := m.sharedR[ts]
+		_, orig := m.shared[ts]
+		if used || orig || ts == v {
 			continue
 		}
 		f[v], m.shared[v], m.sharedR[ts] = ts, ts, v
 		return ts
 	}
 }
+
+// DigitsMin is the shortest number Digits maps.
+const DigitsMin = 6
 
 func enumerate(n int) func(func(string) bool) {
 	return func(yield func(string) bool) {
