@@ -275,6 +275,10 @@ http { access_log off; client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tm
 // content level.
 func rwLevelsDir(t *testing.T, item string, d *harness.Dump, ps []plant) {
 	t.Run("levels", func(t *testing.T) {
+		t.Run("inventory", func(t *testing.T) {
+			t.Parallel()
+			rwInventory(t, item, d.Dir, Options{Key: testKey, Logs: []string{d.Log}, Secrets: []string{rwSecret}})
+		})
 		for _, lvl := range rwLevels {
 			lvl := lvl
 			t.Run(lvl.String(), func(t *testing.T) {
@@ -311,6 +315,20 @@ func rwLevelsDir(t *testing.T, item string, d *harness.Dump, ps []plant) {
 			})
 		}
 	})
+}
+
+// rwInventory: the inventory level writes nothing and reports a verified identity output.
+func rwInventory(t *testing.T, item, in string, o Options) {
+	res := rwResult{item: item, level: "inventory", written: "reported", restore: "-"}
+	defer func() { rwRecord(res) }()
+	rep, err := InventoryReport(in, o)
+	if err != nil || !rep.Verified {
+		res.written = "REFUSED"
+		if err == nil {
+			err = fmt.Errorf("%s", rep.Problem)
+		}
+		t.Fatalf("%s inventory: %v", item, err)
+	}
 }
 
 func rwRestore(t *testing.T, d *harness.Dump, out string) error {
@@ -515,6 +533,10 @@ func rwPodman(t *testing.T) {
 		arch := archives[comp]
 		item := "podman-" + comp
 		t.Run(comp, func(t *testing.T) {
+			t.Run("inventory", func(t *testing.T) {
+				t.Parallel()
+				rwInventory(t, item, arch, Options{Key: testKey, Secrets: []string{rwSecret}})
+			})
 			for _, lvl := range rwLevels {
 				lvl := lvl
 				t.Run(lvl.String(), func(t *testing.T) {
