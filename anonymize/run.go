@@ -124,7 +124,8 @@ type run struct {
 	totalBytes   int64
 	pagesLeaks   []string
 	roots        map[string]bool
-	pubWords     map[string]bool // see policy.go
+	netPrefix    map[netip.Addr]int // network addresses of routes and their prefix lengths
+	pubWords     map[string]bool    // see policy.go
 	pubText      string
 	pathText     string          // every absolute path of the input images, NUL separated
 	schemaWords  map[string]bool // enum values of runtime JSON (kept at every level)
@@ -260,7 +261,7 @@ func newRun(in, tmp string, o Options) (*run, error) {
 	r := &run{o: o, lvl: o.Level, in: in, tmp: tmp, m: pseudo.New(key),
 		changedIPs: map[netip.Addr]bool{}, ipFinal: map[netip.Addr]netip.Addr{}, changedUIDs: map[uint32]bool{}, kept: map[string]bool{},
 		counts: map[string]int{}, notes: map[string]bool{}, imgs: map[string]*image.Image{},
-		fullPaths: map[string]string{}, roots: map[string]bool{}, pagesScanned: map[string]int64{},
+		fullPaths: map[string]string{}, roots: map[string]bool{}, netPrefix: map[netip.Addr]int{}, pagesScanned: map[string]int64{},
 		man: &Manifest{Tool: "criukit anonymize", Version: o.Version, Level: o.Level.String(), Files: []FileReport{}, Dropped: []Dropped{}}}
 	if r.lvl >= Paranoid {
 		r.po.All = true
@@ -578,7 +579,7 @@ func (r *run) scrubLog(path, outPath string, harvest bool) error {
 	for k := range r.roots {
 		roots[k] = true
 	}
-	s := &logscrub.Scrubber{M: r.m, D: r.dlog, Path: r.po, Roots: roots}
+	s := &logscrub.Scrubber{M: r.m, D: r.dlog, Path: r.po, Roots: roots, IP: r.mapIP}
 	if r.lvl >= Paranoid {
 		s.Drop = r.foreignLine()
 		s.Port = r.port // the same map as inet_sk_entry ports

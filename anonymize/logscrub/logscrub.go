@@ -24,6 +24,9 @@ type Scrubber struct {
 	Roots map[string]bool
 	// Drop, when set, removes the lines it returns true for (counted as "dropped-lines").
 	Drop func(line string) bool
+	// IP, when set, maps addresses (the run's map: a network address of a route maps like the
+	// route image maps it); nil uses M.IP.
+	IP func(netip.Addr) netip.Addr
 	// Port, when set (paranoid), maps the port numbers of socket lines ("port 6379",
 	// "dst_port=443") the way the images map them.
 	Port func(uint32) uint32
@@ -170,7 +173,11 @@ func (s *Scrubber) Line(line string) string {
 		for _, loc := range re.FindAllStringIndex(line, -1) {
 			a, err := netip.ParseAddr(line[loc[0]:loc[1]])
 			if err == nil {
-				add(loc[0], loc[1], s.M.IP(a).String(), "ip")
+				m := s.M.IP(a)
+				if s.IP != nil {
+					m = s.IP(a)
+				}
+				add(loc[0], loc[1], m.String(), "ip")
 			}
 		}
 	}
