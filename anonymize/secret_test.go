@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	core_x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/criukit/criukit/anonymize/dict"
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/internal/harness"
+	"github.com/criukit/criukit/internal/testenv"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -139,4 +141,42 @@ func TestRegisters(t *testing.T) {
 	if bad != 0 {
 		t.Errorf("verifier still finds %d register leaks", bad)
 	}
+}
+
+// TestRestoreKitInotify: issue 11 item 7. A task with an inotify watch on a private dir restores
+// from the identity level with --restore-kit: the kit recreates the watched (mapped) dir.
+func TestRestoreKitInotify(t *testing.T) {
+	harness.Criu(t)
+	testenv.Command(t, "python3")
+	base := t.TempDir()
+	watched := filepath.Join(base, "zqwatched5")
+	os.Mkdir(watched, 0o755)
+	const py = `import ctypes, sys, time
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+fd = libc.inotify_init()
+assert libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x100) >= 0
+open(sys.argv[2], "w").close()
+time.sleep(1000)
+`
+	ready := filepath.Join(base, "ready")
+	p := harness.StartProgram(t, harness.Program{Name: "inotify", Dir: base, Argv: []string{"/usr/bin/python3", "-c", py, watched, ready},
+		Ready: harness.FileExists(ready)})
+	d := p.Dump(t)
+	os.RemoveAll(watched) // the original is gone: CRIU must open the mapped path the kit makes
+	out := filepath.Join(t.TempDir(), "out")
+	mapOut := filepath.Join(t.TempDir(), "map.json")
+	if _, err := Run(d.Dir, out, Options{Level: Identity, Key: testKey, RestoreKit: true, MapOut: mapOut}); err != nil {
+		t.Fatal(err)
+	}
+	kit, _ := os.ReadFile(filepath.Join(out, KitFile))
+	if bytes.Contains(kit, []byte("zqwatched5")) || !bytes.Contains(kit, []byte("d 0 0 ")) {
+		t.Fatalf("kit: %q", kit)
+	}
+	kitRestore(t, out)
+	rp := (&harness.Dump{Dir: out, Log: d.Log, Workload: d.Workload}).Restore(t)
+	time.Sleep(300 * time.Millisecond)
+	if !rp.Alive() {
+		t.Fatalf("restored pid %d died", rp.Pid)
+	}
+	rp.Kill()
 }
