@@ -56,6 +56,10 @@ type Options struct {
 	// the recorded sizes) so that the output can be restored (see RestoreKit).
 	RestoreKit bool
 	Version    string // tool version for the manifest
+	// Partial accepts an image dir without inventory.img (what a failed dump leaves, or an empty
+	// dir when only logs are bundled): criukit report sets it. Without it such a dir is refused
+	// (ErrNotImageDir).
+	Partial bool
 	// Progress, when set, is called as input bytes are processed (done and total bytes).
 	Progress func(done, total int64, file string)
 }
@@ -351,7 +355,7 @@ func (r *run) scan() error {
 		r.imgs[name] = img
 	}
 	r.dropStale()
-	if r.imgs["inventory.img"] == nil {
+	if r.imgs["inventory.img"] == nil && !r.o.Partial {
 		return fmt.Errorf("anonymize: %s: %w: no inventory.img (a CRIU image dir holds inventory.img, pstree.img, core-*.img)", r.in, ErrNotImageDir)
 	}
 	r.collectMACs()
