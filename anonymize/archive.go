@@ -429,6 +429,12 @@ func (r *run) jsonValue(key string, v any) any {
 		}
 		return x
 	case json.Number:
+		if r.lvl >= Paranoid && (key == "hostPort" || key == "containerPort" || key == "host_port" || key == "container_port" || key == "port") {
+			var n uint64
+			if _, err := fmt.Sscan(string(x), &n); err == nil && n > 0 && n < 65536 {
+				return json.Number(fmt.Sprint(r.port(uint32(n)))) // the images' and logs' port map
+			}
+		}
 		if r.lvl >= Identity && (key == "uid" || key == "gid" || key == "hostID" || key == "containerID") {
 			var n uint64
 			if _, err := fmt.Sscan(string(x), &n); err == nil && n < 1<<32 {
