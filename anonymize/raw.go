@@ -129,6 +129,8 @@ func (r *run) repackTarStream(in io.Reader, out io.Writer) (int, error) {
 		} else {
 			nh.Uname, nh.Gname = h.Uname, h.Gname
 		}
+		nh.Name, nh.Linkname = r.scrubSecrets(nh.Name), r.scrubSecrets(nh.Linkname) // every level
+		nh.Uname, nh.Gname = r.scrubSecrets(nh.Uname), r.scrubSecrets(nh.Gname)
 		if r.lvl >= Paranoid {
 			nh.ModTime = time.Unix(0, 0)
 			if h.Typeflag == tar.TypeReg {

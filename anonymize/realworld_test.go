@@ -506,7 +506,7 @@ func rwPodman(t *testing.T) {
 	name := podman.Name("rw")
 	c := podman.Run(t, name, []string{"-e", "ZQENVNAME_K4T8=zqenvvalue6h3n", "-e", "CK_SECRET=" + rwSecret,
 		"--hostname", "zqhost8v3w", "--label", "zqlabelkey5=zqlabelval5", "--annotation", "zqannkey6=zqannval6"},
-		"sh", "-c", "echo zqfilebody9 > /tmp/zqrootfile4.txt; zqvar=zqctrword7; while sleep 1; do :; done")
+		"sh", "-c", "echo zqfilebody9 > /tmp/zqrootfile4.txt; echo x > /tmp/$CK_SECRET.txt; zqvar=zqctrword7; while sleep 1; do :; done")
 	time.Sleep(500 * time.Millisecond)
 	dir := t.TempDir()
 	archives := map[string]string{
