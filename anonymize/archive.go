@@ -76,9 +76,6 @@ func runArchive(in, out string, o Options) (*Manifest, error) {
 		return r.man, err
 	}
 	leak := func(file, where string, h dict.Hit) {
-		if os.Getenv("CRIUKIT_DEBUG_LEAK") != "" {
-			fmt.Fprintf(os.Stderr, "DEBUG leak %s %s %q\n", file, where, h.Entry.From)
-		}
 		r.man.Verification.Leaks = append(r.man.Verification.Leaks, fmt.Sprintf("%s %s: %s value (%d bytes)", file, where, h.Entry.Kind, len(h.Entry.From)))
 	}
 	for _, m := range meta {

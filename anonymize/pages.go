@@ -507,9 +507,6 @@ func (r *run) pagesFile(name string) error {
 		var hits []string
 		n, err := r.identityPages(d, src, dst, patches, func(h dict.Hit) bool {
 			hits = append(hits, fmt.Sprintf("%s offset %d: %s value (%d bytes)", name, h.Offset, h.Entry.Kind, len(h.Entry.From)))
-			if os.Getenv("CRIUKIT_DEBUG_LEAK") != "" {
-				fmt.Fprintf(os.Stderr, "DEBUG leak %q\n", h.Entry.From)
-			}
 			return len(hits) < 5
 		})
 		if err != nil {

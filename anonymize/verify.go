@@ -39,9 +39,6 @@ func (r *run) verify() error {
 	out := map[string]*image.Image{}
 	var problems []string
 	leak := func(file, where string, h dict.Hit) {
-		if os.Getenv("CRIUKIT_DEBUG_LEAK") != "" {
-			fmt.Fprintf(os.Stderr, "DEBUG leak %s %s %q\n", file, where, h.Entry.From)
-		}
 		v.Leaks = append(v.Leaks, fmt.Sprintf("%s %s: %s value (%d bytes)", file, where, h.Entry.Kind, len(h.Entry.From)))
 	}
 	for _, e := range ents {
