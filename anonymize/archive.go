@@ -2,9 +2,7 @@ package anonymize
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -20,7 +18,10 @@ import (
 	"time"
 
 	"github.com/criukit/criukit/anonymize/dict"
+	"github.com/criukit/criukit/anonymize/logscrub"
 	"github.com/criukit/criukit/anonymize/pseudo"
+	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/compress"
 )
 
 // ErrNotArchive: the input file is not a container checkpoint archive.
@@ -43,7 +44,7 @@ func runArchive(in, out string, o Options) (*Manifest, error) {
 	}
 	defer os.RemoveAll(scratch)
 	src, dst := filepath.Join(scratch, "in"), filepath.Join(scratch, "out")
-	gz, err := extractArchive(in, src)
+	kind, err := extractArchive(in, src)
 	if err != nil {
 		return nil, err
 	}
@@ -57,33 +58,47 @@ func runArchive(in, out string, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	// runtime metadata first: its values (names, env, paths) join the dictionary used for memory
+	r.archive = true
+	r.collectArchiveSchema(src)
+	if err := r.scan(); err != nil {
+		return r.man, err
+	}
+	// runtime metadata before the images: its values (names, env, paths) join the dictionary used
+	// for memory; the images' public vocabulary is known already (scan)
 	meta, err := r.archiveMeta(src, dst)
 	if err != nil {
 		return r.man, err
 	}
-	if err := r.process(); err != nil {
+	if err := r.write(); err != nil {
 		return r.man, err
 	}
 	if err := r.verify(); err != nil {
 		return r.man, err
 	}
+	leak := func(file, where string, h dict.Hit) {
+		r.man.Verification.Leaks = append(r.man.Verification.Leaks, fmt.Sprintf("%s %s: %s value (%d bytes)", file, where, h.Entry.Kind, len(h.Entry.From)))
+	}
 	for _, m := range meta {
 		p := filepath.Join(dst, m)
-		leak := func(file, where string, h dict.Hit) {
-			r.man.Verification.Leaks = append(r.man.Verification.Leaks, fmt.Sprintf("%s %s: %s value (%d bytes)", file, where, h.Entry.Kind, len(h.Entry.From)))
+		if metaKind(filepath.Base(m)) == "json" {
+			r.scanJSON(p, m, leak) // decoded: values and user keys (escapes cannot hide a value)
+			continue
 		}
 		if err := r.scanFile(p, m, true, leak); err != nil {
 			return r.man, err
 		}
-		if strings.HasSuffix(m, ".tar") || strings.HasSuffix(m, ".tar.gz") {
+		switch {
+		case strings.HasSuffix(m, ".tar") || strings.HasSuffix(m, ".tar.gz"):
 			if err := r.scanPlainTar(p, m, leak); err != nil {
 				return r.man, err
 			}
+		case strings.HasSuffix(m, ".json") || metaKind(filepath.Base(m)) == "json":
+			r.scanJSON(p, m, leak)
 		}
 	}
 	if len(r.man.Verification.Leaks) > 0 {
-		return r.man, fmt.Errorf("%w:\n  %s", ErrLeak, strings.Join(r.man.Verification.Leaks, "\n  "))
+		sort.Strings(r.man.Verification.Leaks)
+		return r.man, fmt.Errorf("%w (nothing was written to the output):\n  %s", ErrLeak, strings.Join(r.man.Verification.Leaks, "\n  "))
 	}
 	if err := r.finish(); err != nil {
 		return r.man, err
@@ -94,7 +109,7 @@ func runArchive(in, out string, o Options) (*Manifest, error) {
 	var sfx [6]byte
 	rand.Read(sfx[:])
 	tmp := out + ".partial-" + hex.EncodeToString(sfx[:])
-	if err := packArchive(dst, tmp, gz); err != nil {
+	if err := packArchive(dst, tmp, kind); err != nil {
 		os.Remove(tmp)
 		return r.man, err
 	}
@@ -105,45 +120,154 @@ func runArchive(in, out string, o Options) (*Manifest, error) {
 	return r.man, nil
 }
 
-// archiveMeta rewrites the runtime files next to checkpoint/ and returns the names written.
+// collectArchiveSchema reads the runtime JSON files before anything is mapped: their keys and
+// enum values are the runtime's vocabulary (see collectSchema).
+func (r *run) collectArchiveSchema(src string) {
+	var files []string
+	ents, _ := os.ReadDir(src)
+	for _, e := range ents {
+		if !e.IsDir() && metaKind(e.Name()) == "json" {
+			files = append(files, filepath.Join(src, e.Name()))
+		}
+	}
+	files = append(files, filepath.Join(src, "checkpoint", "descriptors.json"))
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			var v any
+			if json.Unmarshal(b, &v) == nil {
+				r.collectSchema(v, "")
+			}
+		}
+	}
+}
+
+// metaKind classifies a runtime file of a checkpoint archive (podman, CRI-O, containerd) by name:
+// "json" (spec.dump, config.dump, network.status, deleted.files, bind.mounts, pod.options,
+// pod.dump, descriptors.json, status files), "tar" (rootfs-diff.tar, devshm-checkpoint.tar),
+// "image" (stats-dump: a CRIU image), "log" (ctr.log, dump.log, restore.log) or "" (unknown:
+// dropped, default deny).
+func metaKind(name string) string {
+	switch {
+	case name == "stats-dump" || name == "stats-restore":
+		return "image"
+	case strings.HasSuffix(name, ".tar") || strings.HasSuffix(name, ".tar.gz"):
+		return "tar"
+	case strings.HasSuffix(name, ".log"):
+		return "log"
+	}
+	switch name {
+	case "spec.dump", "config.dump", "network.status", "deleted.files", "bind.mounts", "pod.options",
+		"pod.dump", "descriptors.json", "checkpointed.pod", "status", "status.dump", "container.dump":
+		return "json"
+	}
+	if strings.HasSuffix(name, ".json") {
+		return "json"
+	}
+	return ""
+}
+
+// scanJSON decodes a written JSON member and scans every key and string (escaped spellings such
+// as \u003c cannot hide a value from the raw scan this way).
+func (r *run) scanJSON(path, name string, leak func(file, where string, h dict.Hit)) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var v any
+	if json.Unmarshal(b, &v) != nil {
+		r.man.Verification.Leaks = append(r.man.Verification.Leaks, name+": written JSON does not decode")
+		return
+	}
+	var walk func(v any)
+	check := func(s string) {
+		r.d.Find([]byte(s), len(s), 0, func(h dict.Hit) bool { leak(name, "decoded JSON", h); return false })
+	}
+	var walkK func(v any, parent string)
+	walkK = func(v any, parent string) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if annotationMap[parent] || ifaceMap[parent] {
+					check(k) // user data; other keys are the runtime's schema
+				}
+				walkK(e, k)
+			}
+		case []any:
+			for _, e := range x {
+				walkK(e, parent)
+			}
+		case string:
+			check(x)
+		}
+	}
+	_ = walk
+	walkK(v, "")
+}
+
+// archiveMeta rewrites the runtime files next to checkpoint/ (and checkpoint/descriptors.json)
+// and returns the names written (relative to the archive root).
 func (r *run) archiveMeta(src, dst string) ([]string, error) {
 	ents, err := os.ReadDir(src)
 	if err != nil {
 		return nil, err
 	}
-	var written []string
+	var members []string
 	for _, e := range ents {
-		name := e.Name()
-		if name == "checkpoint" {
+		if e.Name() == "checkpoint" {
 			continue
 		}
+		if e.IsDir() {
+			sub, _ := os.ReadDir(filepath.Join(src, e.Name()))
+			if len(sub) == 0 {
+				// podman's empty artifacts/ dir: kept (restore expects the layout)
+				if err := os.MkdirAll(filepath.Join(dst, e.Name()), 0o700); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			for _, se := range sub {
+				members = append(members, filepath.Join(e.Name(), se.Name()))
+			}
+			continue
+		}
+		members = append(members, e.Name())
+	}
+	if _, err := os.Stat(filepath.Join(src, "checkpoint", "descriptors.json")); err == nil {
+		members = append(members, filepath.Join("checkpoint", "descriptors.json"))
+	}
+	sort.Strings(members)
+	var written []string
+	for _, name := range members {
 		in, out := filepath.Join(src, name), filepath.Join(dst, name)
-		switch {
-		case e.IsDir():
-			r.drop(name+"/", "archive directory other than checkpoint/ (default deny)")
-		case strings.HasSuffix(name, ".tar") || strings.HasSuffix(name, ".tar.gz"):
+		if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+			return nil, err
+		}
+		if st, err := os.Lstat(in); err != nil || !st.Mode().IsRegular() {
+			r.drop(name, "not a regular file (default deny)")
+			continue
+		}
+		switch metaKind(filepath.Base(name)) {
+		case "tar":
 			f, err := os.Open(in)
 			if err != nil {
 				return nil, err
 			}
-			o, err := os.Create(out)
+			o, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 			if err != nil {
 				f.Close()
 				return nil, err
 			}
-			var rd io.Reader = bufio.NewReader(f)
-			var zw *gzip.Writer
-			var w io.Writer = o
-			if strings.HasSuffix(name, ".gz") {
-				zr, err := gzip.NewReader(rd)
-				if err == nil {
-					rd, zw = zr, gzip.NewWriter(o)
-					w = zw
+			var n int
+			zr, kind, err := compress.NewReader(f)
+			if err == nil {
+				var zw io.WriteCloser
+				if zw, err = compress.NewWriter(o, kind); err == nil {
+					n, err = r.repackTarStream(zr, zw)
+					if cerr := zw.Close(); err == nil {
+						err = cerr
+					}
 				}
-			}
-			n, err := r.repackTarStream(rd, w)
-			if err == nil && zw != nil {
-				err = zw.Close()
+				zr.Close()
 			}
 			f.Close()
 			o.Close()
@@ -154,7 +278,26 @@ func (r *run) archiveMeta(src, dst string) ([]string, error) {
 			}
 			r.report(name, "tar", fmt.Sprintf("repacked: %d members, contents filled, names/uids mapped at identity", n))
 			written = append(written, name)
-		default:
+		case "image":
+			img, err := image.ReadFile(in)
+			if err != nil {
+				r.drop(name, fmt.Sprintf("does not decode (default deny): %v", err))
+				continue
+			}
+			tr, err := r.transformImage(img)
+			if err != nil {
+				r.drop(name, err.Error())
+				continue
+			}
+			if err := writeImage(out, img); err != nil {
+				return nil, err
+			}
+			r.report(name, "proto", tr...)
+			written = append(written, name)
+		case "log":
+			r.metaLogs = append(r.metaLogs, [2]string{in, out})
+			written = append(written, name)
+		case "json":
 			b, err := os.ReadFile(in)
 			if err != nil {
 				return nil, err
@@ -162,23 +305,68 @@ func (r *run) archiveMeta(src, dst string) ([]string, error) {
 			dec := json.NewDecoder(bytes.NewReader(b))
 			dec.UseNumber()
 			var v any
-			if err := dec.Decode(&v); err != nil {
+			if len(bytes.TrimSpace(b)) == 0 {
+				v = nil
+			} else if err := dec.Decode(&v); err != nil {
 				r.drop(name, "runtime file is not JSON (default deny)")
 				continue
 			}
-			v = r.jsonValue("", v)
-			nb, err := json.MarshalIndent(v, "", "  ")
-			if err != nil {
-				return nil, err
+			var nb []byte
+			if v != nil {
+				v = r.jsonValue("", v)
+				if nb, err = json.MarshalIndent(v, "", "  "); err != nil {
+					return nil, err
+				}
 			}
 			if err := os.WriteFile(out, nb, 0o600); err != nil {
 				return nil, err
 			}
-			r.report(name, "json", "string values pseudonymized (keys kept)")
+			tr := "JSON: env values and --secret values replaced"
+			if r.lvl >= Identity {
+				tr = "JSON: string values and annotation/label keys pseudonymized"
+			}
+			r.report(name, "json", tr)
 			written = append(written, name)
+		default:
+			r.drop(name, "unknown runtime file (default deny)")
 		}
 	}
 	return written, nil
+}
+
+// annotationMap are the JSON keys whose object keys are user data (annotations, labels).
+var annotationMap = map[string]bool{"annotations": true, "Annotations": true, "labels": true, "Labels": true,
+	"ContainerAnnotations": true, "PodAnnotations": true, "PodLabels": true, "ContainerLabels": true}
+
+// ifaceMap are JSON keys whose object keys are interface names (network.status).
+var ifaceMap = map[string]bool{"interfaces": true}
+
+// publicKeyPrefixes are annotation/label namespaces of the runtimes (kept).
+var publicKeyPrefixes = []string{"io.kubernetes.", "io.podman.", "io.container.", "io.containers.", "org.opencontainers.",
+	"io.cri-o.", "io.katacontainers.", "run.oci.", "com.docker.", "io.buildah.", "org.systemd."}
+
+// annotationKey maps an annotation or label key at identity: runtime namespaces are kept, any
+// other key is a same-length pseudonym per dot-separated part (public words stay).
+func publicKey(k string) bool {
+	for _, p := range publicKeyPrefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *run) annotationKey(k string) string {
+	if publicKey(k) {
+		return r.scrubSecrets(k)
+	}
+	parts := strings.Split(k, ".")
+	for i, p := range parts {
+		if len(p) > 0 {
+			parts[i] = r.m.Token(pseudo.CatName, p)
+		}
+	}
+	return strings.Join(parts, ".")
 }
 
 var (
@@ -198,8 +386,38 @@ var jsonKeep = map[string]bool{"ociVersion": true, "type": true, "options": true
 func (r *run) jsonValue(key string, v any) any {
 	switch x := v.(type) {
 	case map[string]any:
+		if r.lvl >= Identity && ifaceMap[key] {
+			y := make(map[string]any, len(x))
+			for k, e := range x {
+				y[logscrub.IfName(r.m, k)] = r.jsonValue(k, e)
+			}
+			return y
+		}
+		if annotationMap[key] {
+			y := make(map[string]any, len(x))
+			for k, e := range x {
+				nk, ne := k, e
+				if str, ok := e.(string); ok && !publicKey(k) && r.lvl < Identity {
+					ne = r.scrubSecrets(r.envValue(str)) // content: user values, like env values
+				} else {
+					ne = r.jsonValue(k, e)
+				}
+				if r.lvl >= Identity {
+					nk = r.annotationKey(k)
+				}
+				y[r.scrubSecrets(nk)] = ne
+			}
+			return y
+		}
 		for k, e := range x {
 			x[k] = r.jsonValue(k, e)
+		}
+		if r.sec.Len() > 0 {
+			y := make(map[string]any, len(x))
+			for k, e := range x {
+				y[r.scrubSecrets(k)] = e
+			}
+			return y
 		}
 		return x
 	case []any:
@@ -208,6 +426,12 @@ func (r *run) jsonValue(key string, v any) any {
 		}
 		return x
 	case json.Number:
+		if r.lvl >= Paranoid && (key == "hostPort" || key == "containerPort" || key == "host_port" || key == "container_port" || key == "port") {
+			var n uint64
+			if _, err := fmt.Sscan(string(x), &n); err == nil && n > 0 && n < 65536 {
+				return json.Number(fmt.Sprint(r.port(uint32(n)))) // the images' and logs' port map
+			}
+		}
 		if r.lvl >= Identity && (key == "uid" || key == "gid" || key == "hostID" || key == "containerID") {
 			var n uint64
 			if _, err := fmt.Sscan(string(x), &n); err == nil && n < 1<<32 {
@@ -217,13 +441,17 @@ func (r *run) jsonValue(key string, v any) any {
 		return x
 	case string:
 		if r.lvl < Identity {
-			if (key == "env" || key == "Env") && envLike.MatchString(x) {
-				k, val, _ := strings.Cut(x, "=")
-				return k + "=" + r.envValue(val)
+			if key == "args" || key == "CreateCommand" || key == "command" {
+				return r.scrubSecrets(r.argValue(2, x)) // content: argv values, as in memory
 			}
-			return x
+			// content: every KEY=VALUE (spec env, podman's CreateCommand -e) has its value replaced
+			if envLike.MatchString(x) {
+				k, val, _ := strings.Cut(x, "=")
+				return r.scrubSecrets(k + "=" + r.envValue(val))
+			}
+			return r.scrubSecrets(x)
 		}
-		return r.jsonString(key, x)
+		return r.scrubSecrets(r.jsonString(key, x))
 	}
 	return v
 }
@@ -232,12 +460,13 @@ func (r *run) jsonString(key, s string) string {
 	switch {
 	case s == "":
 		return s
+	case key == "interface_name" || key == "ifname" || key == "interface":
+		return logscrub.IfName(r.m, s)
 	case strings.HasPrefix(s, "/") || strings.HasPrefix(s, "./"):
 		return r.path(s)
 	case envLike.MatchString(s):
 		k, val, _ := strings.Cut(s, "=")
-		r.keepString(k + "=")
-		return k + "=" + r.envValue(val)
+		return r.envName(k) + "=" + r.envValue(val)
 	case jsonKeep[key] && enumLike.MatchString(s):
 		r.keepString(s)
 		return s
@@ -275,14 +504,11 @@ func (r *run) scanPlainTar(path, name string, leak func(file, where string, h di
 		return err
 	}
 	defer f.Close()
-	var rd io.Reader = f
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return fmt.Errorf("%s: %v", name, err)
-		}
-		rd = zr
+	rd, _, err := compress.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("%s: %v", name, err)
 	}
+	defer rd.Close()
 	tr := tar.NewReader(rd)
 	for i := 1; ; i++ {
 		h, err := tr.Next()
@@ -303,22 +529,19 @@ func (r *run) scanPlainTar(path, name string, leak func(file, where string, h di
 	}
 }
 
-// extractArchive unpacks a tar or tar.gz (regular files and dirs only, no escaping names).
-func extractArchive(in, dir string) (gz bool, err error) {
+// extractArchive unpacks a tar, tar+gzip or tar+zstd (regular files and dirs only, no escaping
+// names) and returns its compression.
+func extractArchive(in, dir string) (compress.Kind, error) {
 	f, err := os.Open(in)
 	if err != nil {
-		return false, fmt.Errorf("anonymize: %w", err)
+		return compress.None, fmt.Errorf("anonymize: %w", err)
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
-	var rd io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return false, fmt.Errorf("anonymize: %s: %w", in, err)
-		}
-		rd, gz = zr, true
+	rd, kind, err := compress.NewReader(f)
+	if err != nil {
+		return kind, fmt.Errorf("anonymize: %s: %w: %v", in, ErrNotArchive, err)
 	}
+	defer rd.Close()
 	tr := tar.NewReader(rd)
 	n := 0
 	for {
@@ -327,7 +550,7 @@ func extractArchive(in, dir string) (gz bool, err error) {
 			break
 		}
 		if err != nil {
-			return gz, fmt.Errorf("anonymize: %s: %w: %v", in, ErrNotArchive, err)
+			return kind, fmt.Errorf("anonymize: %s (%s): %w: %v", in, kind, ErrNotArchive, err)
 		}
 		n++
 		name := filepath.Clean(strings.TrimPrefix(h.Name, "./"))
@@ -335,40 +558,40 @@ func extractArchive(in, dir string) (gz bool, err error) {
 			continue
 		}
 		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return gz, fmt.Errorf("anonymize: %s: member %q escapes the archive", in, h.Name)
+			return kind, fmt.Errorf("anonymize: %s: member %q escapes the archive", in, h.Name)
 		}
 		p := filepath.Join(dir, name)
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := os.MkdirAll(p, 0o700); err != nil {
-				return gz, err
+				return kind, err
 			}
 		case tar.TypeReg:
 			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-				return gz, err
+				return kind, err
 			}
 			o, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 			if err != nil {
-				return gz, err
+				return kind, err
 			}
 			_, err = io.Copy(o, tr)
 			o.Close()
 			if err != nil {
-				return gz, err
+				return kind, err
 			}
 		default:
-			// symlinks, devices: not part of checkpoint archives; left out (default deny)
+			// symlinks, hard links, devices: not part of checkpoint archives; left out (default deny)
 		}
 	}
 	if n == 0 {
-		return gz, fmt.Errorf("anonymize: %s: %w", in, ErrNotArchive)
+		return kind, fmt.Errorf("anonymize: %s: %w", in, ErrNotArchive)
 	}
-	return gz, nil
+	return kind, nil
 }
 
 // packArchive writes dir as a tar (gzip'd when gz) with sorted names and fixed metadata, so one
 // key gives byte-identical archives.
-func packArchive(dir, out string, gz bool) error {
+func packArchive(dir, out string, kind compress.Kind) error {
 	var names []string
 	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
@@ -388,13 +611,11 @@ func packArchive(dir, out string, gz bool) error {
 		return err
 	}
 	defer o.Close()
-	var w io.Writer = o
-	var zw *gzip.Writer
-	if gz {
-		zw = gzip.NewWriter(o)
-		w = zw
+	zw, err := compress.NewWriter(o, kind)
+	if err != nil {
+		return err
 	}
-	tw := tar.NewWriter(w)
+	tw := tar.NewWriter(zw)
 	for _, p := range names {
 		fi, err := os.Lstat(p)
 		if err != nil {
@@ -426,10 +647,8 @@ func packArchive(dir, out string, gz bool) error {
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	if zw != nil {
-		if err := zw.Close(); err != nil {
-			return err
-		}
+	if err := zw.Close(); err != nil {
+		return err
 	}
 	return o.Sync()
 }

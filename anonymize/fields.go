@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/opts"
+	"github.com/criukit/criukit/anonymize/dict"
 	"github.com/criukit/criukit/anonymize/logscrub"
 	"github.com/criukit/criukit/anonymize/pseudo"
 	"google.golang.org/protobuf/proto"
@@ -237,7 +238,33 @@ func (r *run) mapIPRaw(a netip.Addr) netip.Addr {
 	if x, ok := r.m.IP6WithMACs(a, r.macs); ok {
 		return x
 	}
+	if plen, ok := r.netPrefix[a]; ok {
+		// the network address of a route (10.1.2.0 of 10.1.2.0/24): mapped as the route
+		// image maps it (prefix mapped, host bits kept), in logs and JSON too
+		return r.mapNet(a, plen)
+	}
 	return r.m.IP(a)
+}
+
+// mapNet maps a prefix: the first plen bits as the prefix-preserving map does, the rest kept.
+func (r *run) mapNet(a netip.Addr, plen int) netip.Addr {
+	m := r.m.IP(a)
+	p, err := m.Prefix(plen)
+	if err != nil {
+		return m
+	}
+	orig, mb := a.AsSlice(), p.Addr().AsSlice()
+	for i := range mb {
+		bit := i * 8
+		if bit >= plen {
+			mb[i] = orig[i]
+		} else if bit+8 > plen {
+			mask := byte(0xff << (8 - (plen - bit)))
+			mb[i] = mb[i]&mask | orig[i]&^mask
+		}
+	}
+	out, _ := netip.AddrFromSlice(mb)
+	return out
 }
 
 // recordIP notes an address that left the output (for the leak scan and the dictionary).
@@ -311,6 +338,19 @@ func (r *run) stringField(m protoreflect.Message, f protoreflect.FieldDescriptor
 
 func (r *run) applyRule(rule fieldRule, f protoreflect.FieldDescriptor, v protoreflect.Value) (protoreflect.Value, bool) {
 	nv, ok := r.applyRule1(rule, f, v)
+	// --secret values and their pieces leave every string at every level
+	cur := v
+	if ok && nv.IsValid() {
+		cur = nv
+	}
+	if f.Kind() == protoreflect.BytesKind {
+		b := append([]byte(nil), cur.Bytes()...)
+		if len(b) >= dict.MinLen && r.sec.ReplaceBytes(b, len(b)) > 0 {
+			nv, ok = protoreflect.ValueOfBytes(b), true
+		}
+	} else if s := r.scrubSecrets(cur.String()); s != cur.String() {
+		nv, ok = protoreflect.ValueOfString(s), true
+	}
 	if ok && nv.Interface() != nil {
 		var a, b string
 		if f.Kind() == protoreflect.BytesKind {

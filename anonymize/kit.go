@@ -54,7 +54,7 @@ func RestoreKit(dir string) ([]KitEntry, error) {
 	seen := map[string]bool{}
 	var out []KitEntry
 	add := func(e KitEntry) {
-		if e.Path == "" || e.Path == "/" || seen[e.Path] || pseudo.IsSystemPath(e.Path) {
+		if e.Path == "" || e.Path == "/" || seen[e.Path] || pseudo.IsSystemPath(e.Path) || kernelFS(e.Path) {
 			return
 		}
 		seen[e.Path] = true
@@ -89,12 +89,26 @@ func RestoreKit(dir string) ([]KitEntry, error) {
 				add(KitEntry{Path: name, Kind: "file", Size: int64(reg.GetSize()), Mode: reg.GetMode() & 0o7777})
 			}
 		}
+		if ify := fe.GetIfy(); ify != nil {
+			// inotify watches: CRIU reopens the watched objects by path (fsnotify: Unable to open)
+			for _, wd := range ify.GetWd() {
+				if p := wd.GetFHandle().GetPath(); strings.HasPrefix(p, "/") {
+					addDir(p)
+					add(KitEntry{Path: p, Kind: "dir"})
+				}
+			}
+		}
 		if usk := fe.GetUsk(); usk != nil && len(usk.GetName()) > 0 && usk.GetName()[0] == '/' {
 			addDir(strings.TrimRight(string(usk.GetName()), "\x00"))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
+}
+
+// kernelFS: paths of kernel file systems (cgroup dirs are recreated by CRIU from cgroup.img).
+func kernelFS(p string) bool {
+	return strings.HasPrefix(p, "/sys/") || strings.HasPrefix(p, "/proc/")
 }
 
 // KitText renders a restore kit as text, one entry a line: "d 0 0 PATH" (directory), "p 0 0

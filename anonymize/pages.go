@@ -15,6 +15,7 @@ import (
 	"github.com/criukit/criukit/anonymize/dict"
 	"github.com/criukit/criukit/anonymize/pseudo"
 	"github.com/criukit/criukit/image"
+	"net/netip"
 )
 
 const (
@@ -138,20 +139,53 @@ func readVaddr(f *os.File, ents []pmEnt, start, end uint64) ([]byte, []int64, er
 }
 
 // envValue and argValue are the same-length replacements of env values and arguments; the
-// dictionary uses the same functions, so memory, images and logs agree.
+// dictionary uses the same functions, so memory, images and logs agree. Both go through the
+// mapper, so the policy (public vocabulary kept, everything else one pseudonym) is the same as
+// for every other value.
 func (r *run) envValue(v string) string {
-	if v == "" || isNumeric(v) {
-		r.keepString(v)
-		return v // numbers (SHLVL=1, PIDs, ports) are kept; use --secret for secret numbers
-	}
-	if looksLikePath(v) {
+	switch {
+	case v == "":
+		return v
+	case allDigits(v):
+		if len(v) < pseudo.DigitsMin {
+			r.keepString(v)
+			return v // SHLVL=1, ports, pids: kept (use --secret for secret numbers)
+		}
+		return r.m.Digits(v)
+	case looksLikePath(v):
 		parts := strings.Split(v, ":")
 		for i := range parts {
 			parts[i] = r.path(parts[i])
 		}
 		return strings.Join(parts, ":")
 	}
+	r.innerWords(v)
+	if a, err := netip.ParseAddr(v); err == nil && r.lvl >= Identity {
+		return sameLenIP(v, r.mapIP(a).String())
+	}
+	if isNumeric(v) {
+		r.keepString(v) // versions, dotted numbers
+		return v
+	}
 	return r.m.Token(pseudo.CatEnv, v)
+}
+
+// envName maps an environment variable name at identity: well-known names are kept.
+func (r *run) envName(k string) string {
+	if r.lvl < Identity || wellKnownEnv[k] || strings.HasPrefix(k, "LC_") || strings.HasPrefix(k, "XDG_") {
+		r.keepString(k + "=")
+		return k
+	}
+	return r.m.Token(pseudo.CatEnv, k)
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func looksLikePath(v string) bool {
@@ -162,42 +196,104 @@ func (r *run) argValue(i int, v string) string {
 	switch {
 	case v == "":
 		return v
-	case isNumeric(v):
-		r.keepString(v)
-		return v
 	case i == 0:
 		if looksLikePath(v) && r.lvl >= Identity {
 			return r.path(v)
 		}
-		return v
-	case isSubcommand(v):
-		r.keepString(v)
-		return v
-	case strings.HasPrefix(v, "-"):
-		if k, val, ok := strings.Cut(v, "="); ok {
-			r.keepString(k + "=")
-			return k + "=" + r.argValue(2, val)
+		if r.lvl >= Identity {
+			r.innerWords(v)                    // "nginx: master process nginx -c /etc/x.conf" (setproctitle)
+			return r.m.Token(pseudo.CatArg, v) // public program names stay
 		}
-		r.keepString(v)
 		return v
+	case strings.HasPrefix(v, "-") && len(v) > 1:
+		dashes := "-"
+		if strings.HasPrefix(v, "--") {
+			dashes = "--"
+		}
+		body := v[len(dashes):]
+		if k, val, ok := strings.Cut(body, "="); ok {
+			if r.lvl >= Identity && len(k) >= dict.MinLen {
+				k = r.argValue(2, k)
+			}
+			return dashes + k + "=" + r.argValue(2, val)
+		}
+		if len(body) < dict.MinLen || r.lvl < Identity {
+			return v // content keeps option names (values are replaced); short names are not findable
+		}
+		// "--opt", "-pVALUE": the whole word is mapped unless public
+		return dashes + r.argValue(2, body)
+	case allDigits(v):
+		if len(v) < pseudo.DigitsMin {
+			r.keepString(v)
+			return v
+		}
+		return r.m.Digits(v)
 	case looksLikePath(v):
 		return r.path(v)
 	}
+	if a, err := netip.ParseAddr(v); err == nil && r.lvl >= Identity {
+		return sameLenIP(v, r.mapIP(a).String())
+	}
+	if isNumeric(v) {
+		r.keepString(v)
+		return v
+	}
+	r.innerWords(v)
 	return r.m.Token(pseudo.CatArg, v)
 }
 
-// isSubcommand: plain lowercase words ("run", "files", "dump-all") are kept in argv; anything
-// with digits, capitals or punctuation is tokenized (use --secret for secret plain words).
-func isSubcommand(v string) bool {
-	if len(v) > 12 {
-		return false
+// innerWords (identity) maps the words of a multi-word argv or env value ("x=secret; run"):
+// programs keep copies of single words (a shell's variables, a parsed option), which the whole
+// value's pseudonym would not find in memory.
+func (r *run) innerWords(v string) {
+	if r.lvl < Identity || !strings.ContainsAny(v, " ;=,:'\"\t") {
+		return
 	}
-	for i, c := range v {
-		if !(c >= 'a' && c <= 'z' || i > 0 && c == '-') {
-			return false
+	for _, f := range strings.Fields(v) {
+		if f = strings.Trim(f, "'\";,"); strings.HasPrefix(f, "/") {
+			r.path(f)
 		}
 	}
-	return true
+	for _, w := range strings.FieldsFunc(v, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.')
+	}) {
+		w = strings.Trim(w, ".-")
+		if len(w) < dict.MinLen || isNumeric(w) && !allDigits(w) {
+			continue
+		}
+		r.m.Component(w, r.po) // the path component rules: "key.pem" maps like the file key.pem
+	}
+}
+
+// harvestEnv (identity) finds environment strings ("NAME=value", NUL-terminated, after a NUL)
+// anywhere in a task's memory: programs that rewrite their argv/env area (setproctitle: redis,
+// nginx) keep their environment in heap copies the argv/env area no longer shows.
+func (r *run) harvestEnv(b []byte) {
+	for i := 1; i < len(b); i++ {
+		if b[i-1] != 0 || !(b[i] >= 'A' && b[i] <= 'Z' || b[i] == '_') {
+			continue
+		}
+		j := i
+		for j < len(b) && j-i < 64 && (b[j] >= 'A' && b[j] <= 'Z' || b[j] >= '0' && b[j] <= '9' || b[j] == '_') {
+			j++
+		}
+		if j-i < 3 || j >= len(b) || b[j] != '=' {
+			continue
+		}
+		k := j + 1
+		for k < len(b) && k-j < 4096 && b[k] >= 0x20 && b[k] < 0x7f {
+			k++
+		}
+		if k >= len(b) || b[k] != 0 || k-j-1 < dict.MinLen {
+			continue
+		}
+		name, val := string(b[i:j]), string(b[j+1:k])
+		r.harvesting = true
+		r.envName(name)
+		r.envValue(val)
+		r.harvesting = false
+		i = k
+	}
 }
 
 // rewriteArea rewrites a NUL-separated argv or env block (same length).
@@ -209,8 +305,7 @@ func (r *run) rewriteArea(b []byte, env bool) []byte {
 		var ns string
 		if env {
 			if k, v, ok := strings.Cut(str, "="); ok {
-				ns = k + "=" + r.envValue(v)
-				r.keepString(k + "=")
+				ns = r.envName(k) + "=" + r.envValue(v)
 			} else {
 				ns = str
 			}
@@ -253,6 +348,12 @@ func (r *run) planArgvEnv() error {
 		if err != nil {
 			return fmt.Errorf("anonymize: %w", err)
 		}
+		if r.lvl >= Identity {
+			if err := r.harvestFile(f); err != nil {
+				f.Close()
+				return fmt.Errorf("anonymize: %s: %w", pages, err)
+			}
+		}
 		for _, area := range []struct {
 			s, e uint64
 			env  bool
@@ -266,6 +367,7 @@ func (r *run) planArgvEnv() error {
 				return fmt.Errorf("anonymize: %s: argv/env of pid %d: %w", pages, role.pid, err)
 			}
 			nb := r.rewriteArea(b, area.env)
+			r.sec.ReplaceBytes(nb, len(nb)) // patches are written last: --secret values must not come back
 			what := "argv"
 			if area.env {
 				what = "env"
@@ -287,6 +389,26 @@ func (r *run) planArgvEnv() error {
 		f.Close()
 	}
 	return nil
+}
+
+// harvestFile runs harvestEnv over a pages file in chunks (overlapping by the longest string).
+func (r *run) harvestFile(f *os.File) error {
+	const over = 4096 + 80
+	buf := make([]byte, dict.ChunkSize+over)
+	var off int64
+	for {
+		n, err := f.ReadAt(buf, off)
+		if n > 0 {
+			r.harvestEnv(buf[:n])
+		}
+		if err == io.EOF || n < len(buf) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		off += int64(n - over)
+	}
 }
 
 // pagesFile writes one pages-N.img: streamed in chunks, memory flat in the file size.
@@ -368,7 +490,7 @@ func (r *run) pagesFile(name string) error {
 		}
 		tr = "shared memory (memfd, anon shared, SysV shm) filled"
 		r.count("shmem-bytes", int(st.Size()))
-	case r.lvl >= Identity:
+	case r.lvl >= Identity || r.sec.Len() > 0:
 		// two stages on two goroutines: replace (and apply the argv/env patches), then scan the
 		// final bytes for leftovers while writing them (the leak scan of this file)
 		var patches []areaPatch
@@ -377,9 +499,13 @@ func (r *run) pagesFile(name string) error {
 				patches = append(patches, p)
 			}
 		}
-		r.d.Compile() // shared by the two goroutines below
+		d := r.d
+		if r.lvl < Identity {
+			d = r.sec // content: memory is kept but for argv/env areas and --secret values
+		}
+		d.Compile() // shared by the two goroutines below
 		var hits []string
-		n, err := r.identityPages(src, dst, patches, func(h dict.Hit) bool {
+		n, err := r.identityPages(d, src, dst, patches, func(h dict.Hit) bool {
 			hits = append(hits, fmt.Sprintf("%s offset %d: %s value (%d bytes)", name, h.Offset, h.Entry.Kind, len(h.Entry.From)))
 			return len(hits) < 5
 		})
@@ -389,6 +515,9 @@ func (r *run) pagesFile(name string) error {
 		r.pagesLeaks = append(r.pagesLeaks, hits...)
 		r.pagesScanned[name] = st.Size()
 		tr = fmt.Sprintf("dictionary values replaced in memory (%d)", n)
+		if r.lvl < Identity {
+			tr = fmt.Sprintf("memory kept; --secret values replaced (%d)", n)
+		}
 		if len(patches) > 0 {
 			tr += "; argv/env values rewritten in place"
 		}
@@ -423,12 +552,12 @@ func (r *run) pagesFile(name string) error {
 // offsets), the second leak-scans the final bytes (independently of the replacement: every
 // value, at every offset, chunk boundaries included) and writes them. Memory use is a few
 // chunks plus the longest value.
-func (r *run) identityPages(src io.Reader, dst io.Writer, patches []areaPatch, leak func(dict.Hit) bool) (int, error) {
+func (r *run) identityPages(d *dict.Dict, src io.Reader, dst io.Writer, patches []areaPatch, leak func(dict.Hit) bool) (int, error) {
 	type chunk struct {
 		b   []byte
 		err error
 	}
-	tail := max(r.d.MaxLen()-1, 0)
+	tail := max(d.MaxLen()-1, 0)
 	const inFlight = 3
 	free := make(chan []byte, inFlight+1)
 	for range inFlight + 1 {
@@ -462,7 +591,7 @@ func (r *run) identityPages(src io.Reader, dst io.Writer, patches []areaPatch, l
 			if eof {
 				limit = n
 			}
-			total += r.d.ReplaceBytes(cur[:n], limit)
+			total += d.ReplaceBytes(cur[:n], limit)
 			r.progressBytes("memory pages", int64(limit))
 			// patches overlapping the final region [base, base+limit)
 			for _, p := range patches {
@@ -494,7 +623,7 @@ func (r *run) identityPages(src io.Reader, dst io.Writer, patches []areaPatch, l
 		if stopped || limit <= 0 {
 			return
 		}
-		r.d.Find(b, limit, base, func(h dict.Hit) bool {
+		d.Find(b, limit, base, func(h dict.Hit) bool {
 			if !leak(h) {
 				stopped = true
 			}

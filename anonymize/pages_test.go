@@ -51,7 +51,7 @@ func checkIdentityPages(t *testing.T, r *run, w []byte, back int) {
 	r.d.Find(want, len(want), 0, func(h dict.Hit) bool { wantHits = append(wantHits, h.Offset); return true })
 	var out bytes.Buffer
 	var hits []int64
-	n, err := r.identityPages(bytes.NewReader(data), &out, patches, func(h dict.Hit) bool { hits = append(hits, h.Offset); return true })
+	n, err := r.identityPages(r.d, bytes.NewReader(data), &out, patches, func(h dict.Hit) bool { hits = append(hits, h.Offset); return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +98,10 @@ func TestIdentityPagesErrors(t *testing.T) {
 	r.d.Add("host", []byte("alicebox"), []byte("hhhhhhhh"))
 	bad := errors.New("disk on fire")
 	src := bytes.NewReader(make([]byte, 10*dict.ChunkSize))
-	if _, err := r.identityPages(&failAfter{3*dict.ChunkSize + 5, bad}, io.Discard, nil, func(dict.Hit) bool { return true }); !errors.Is(err, bad) {
+	if _, err := r.identityPages(r.d, &failAfter{3*dict.ChunkSize + 5, bad}, io.Discard, nil, func(dict.Hit) bool { return true }); !errors.Is(err, bad) {
 		t.Errorf("read error: got %v", err)
 	}
-	if _, err := r.identityPages(src, &failAfter{2 * dict.ChunkSize, bad}, nil, func(dict.Hit) bool { return true }); !errors.Is(err, bad) {
+	if _, err := r.identityPages(r.d, src, &failAfter{2 * dict.ChunkSize, bad}, nil, func(dict.Hit) bool { return true }); !errors.Is(err, bad) {
 		t.Errorf("write error: got %v", err)
 	}
 }

@@ -129,6 +129,8 @@ func (r *run) repackTarStream(in io.Reader, out io.Writer) (int, error) {
 		} else {
 			nh.Uname, nh.Gname = h.Uname, h.Gname
 		}
+		nh.Name, nh.Linkname = r.scrubSecrets(nh.Name), r.scrubSecrets(nh.Linkname) // every level
+		nh.Uname, nh.Gname = r.scrubSecrets(nh.Uname), r.scrubSecrets(nh.Gname)
 		if r.lvl >= Paranoid {
 			nh.ModTime = time.Unix(0, 0)
 			if h.Typeflag == tar.TypeReg {
@@ -190,30 +192,22 @@ func (r *run) rewriteAddr(val []byte, plen int) {
 	if !ok {
 		return
 	}
-	m := r.mapIPRaw(a)
 	defer func() {
 		na, _ := netip.AddrFromSlice(val)
 		r.recordIP(a, na)
 	}()
-	if plen >= 0 && plen <= a.BitLen() {
-		if p, err := m.Prefix(plen); err == nil {
-			// keep the original host bits (zero for a network), so the kernel accepts the route
-			orig := a.AsSlice()
-			mb := p.Addr().AsSlice()
-			for i := range mb {
-				bit := i * 8
-				if bit >= plen {
-					mb[i] = orig[i]
-				} else if bit+8 > plen {
-					mask := byte(0xff << (8 - (plen - bit)))
-					mb[i] = mb[i]&mask | orig[i]&^mask
-				}
+	if plen >= 0 && plen < a.BitLen() {
+		// keep the original host bits (zero for a network), so the kernel accepts the route
+		if p, err := a.Prefix(plen); err == nil && p.Addr() == a {
+			if _, seen := r.netPrefix[a]; !seen {
+				r.netPrefix[a] = plen // the same address in text (logs, JSON) maps alike
 			}
-			copy(val, mb)
-			return
+			plen = r.netPrefix[a]
 		}
+		copy(val, r.mapNet(a, plen).AsSlice())
+		return
 	}
-	copy(val, m.AsSlice())
+	copy(val, r.mapIPRaw(a).AsSlice())
 }
 
 func (r *run) rewriteName(val []byte) {

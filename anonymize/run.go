@@ -14,9 +14,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/criukit/criukit/anonymize/dict"
 	"github.com/criukit/criukit/anonymize/logscrub"
 	"github.com/criukit/criukit/anonymize/pseudo"
@@ -33,6 +35,10 @@ var (
 	ErrOutExists = errors.New("output already exists")
 	// ErrNotSupported: an input kind criukit cannot anonymize yet.
 	ErrNotSupported = errors.New("not supported")
+	// ErrNotImageDir: the input directory holds no CRIU images.
+	ErrNotImageDir = errors.New("not a CRIU image dir")
+	// ErrBadInput: the input or output paths are unsafe (output inside the input, hard links).
+	ErrBadInput = errors.New("unsafe input")
 )
 
 // KitFile is the restore kit's name in OUTDIR.
@@ -50,6 +56,10 @@ type Options struct {
 	// the recorded sizes) so that the output can be restored (see RestoreKit).
 	RestoreKit bool
 	Version    string // tool version for the manifest
+	// Partial accepts an image dir without inventory.img (what a failed dump leaves, or an empty
+	// dir when only logs are bundled): criukit report sets it. Without it such a dir is refused
+	// (ErrNotImageDir).
+	Partial bool
 	// Progress, when set, is called as input bytes are processed (done and total bytes).
 	Progress func(done, total int64, file string)
 }
@@ -118,6 +128,18 @@ type run struct {
 	totalBytes   int64
 	pagesLeaks   []string
 	roots        map[string]bool
+	netPrefix    map[netip.Addr]int // network addresses of routes and their prefix lengths
+	pubWords     map[string]bool    // see policy.go
+	pubText      string
+	pathText     string          // every absolute path of the input images, NUL separated
+	schemaWords  map[string]bool // enum values of runtime JSON (kept at every level)
+	harvesting   bool            // harvestEnv: guesses from memory map values, they never make a string "kept"
+	schemaText   string          // public annotation keys (io.podman.*), NUL separated
+	sec          *dict.Dict      // --secret values and their pieces
+	logs, pages  []string        // inputs found by scan
+	archive      bool            // input is a checkpoint archive (checkpoint/descriptors.json is metadata)
+	metaLogs     [][2]string     // archive logs next to checkpoint/ (input, output path)
+	raws, names  []string
 }
 
 func (r *run) count(k string, n int) {
@@ -130,12 +152,14 @@ func (r *run) count(k string, n int) {
 func (r *run) note(format string, args ...any) { r.notes[fmt.Sprintf(format, args...)] = true }
 
 func (r *run) keepString(s string) {
-	if len(s) >= dict.MinLen {
+	if len(s) >= dict.MinLen && !r.harvesting {
 		r.kept[s] = true
 	}
 }
 
-func (r *run) drop(name, reason string) { r.man.Dropped = append(r.man.Dropped, Dropped{name, reason}) }
+func (r *run) drop(name, reason string) {
+	r.man.Dropped = append(r.man.Dropped, Dropped{r.dropName(name), r.scrubSecrets(reason)})
+}
 
 func (r *run) report(name, kind string, tr ...string) {
 	r.man.Files = append(r.man.Files, FileReport{name, kind, tr})
@@ -148,6 +172,9 @@ func Run(in, out string, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("anonymize: input %s: %w", in, err)
 	}
+	if err := checkPaths(in, out, o.MapOut, st.IsDir()); err != nil {
+		return nil, err
+	}
 	if !st.IsDir() {
 		return runArchive(in, out, o)
 	}
@@ -156,11 +183,6 @@ func Run(in, out string, o Options) (*Manifest, error) {
 	}
 	if _, err := os.Lstat(out); err == nil {
 		return nil, fmt.Errorf("anonymize: %s: %w (pick a new name; it is never overwritten)", out, ErrOutExists)
-	}
-	if o.MapOut != "" {
-		if rel, err := filepath.Rel(out, o.MapOut); err == nil && !strings.HasPrefix(rel, "..") {
-			return nil, fmt.Errorf("anonymize: --map-out %s is inside OUTDIR: the mapping must never be bundled", o.MapOut)
-		}
 	}
 	var sfx [6]byte
 	rand.Read(sfx[:])
@@ -194,6 +216,47 @@ func Run(in, out string, o Options) (*Manifest, error) {
 	return r.man, nil
 }
 
+// checkPaths refuses an output inside the input dir (it would be read as input next time and
+// bundles nothing useful) and a mapping file inside the output (it would undo the anonymization).
+// Paths are compared absolute and cleaned, so "OUT/../OUT/x", relative spellings and symlinked
+// parents cannot slip through.
+func checkPaths(in, out, mapOut string, inIsDir bool) error {
+	abs := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return filepath.Clean(p)
+		}
+		// resolve the longest existing prefix (symlinked parents)
+		dir, rest := a, ""
+		for {
+			if r, err := filepath.EvalSymlinks(dir); err == nil {
+				return filepath.Join(r, rest)
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				return a
+			}
+			rest = filepath.Join(filepath.Base(dir), rest)
+			dir = parent
+		}
+	}
+	inside := func(p, dir string) bool {
+		rel, err := filepath.Rel(dir, p)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+	}
+	ai, ao := abs(in), abs(out)
+	if inIsDir && inside(ao, ai) {
+		return fmt.Errorf("anonymize: OUTDIR %s is inside IMGDIR %s: %w (write it next to the image dir)", out, in, ErrBadInput)
+	}
+	if mapOut != "" {
+		am := abs(mapOut)
+		if inside(am, ao) || strings.HasPrefix(filepath.Base(am), filepath.Base(ao)+".partial-") {
+			return fmt.Errorf("anonymize: --map-out %s is inside OUTDIR %s: the mapping must never be bundled", mapOut, out)
+		}
+	}
+	return nil
+}
+
 func newRun(in, tmp string, o Options) (*run, error) {
 	key := o.Key
 	if key == nil {
@@ -202,7 +265,7 @@ func newRun(in, tmp string, o Options) (*run, error) {
 	r := &run{o: o, lvl: o.Level, in: in, tmp: tmp, m: pseudo.New(key),
 		changedIPs: map[netip.Addr]bool{}, ipFinal: map[netip.Addr]netip.Addr{}, changedUIDs: map[uint32]bool{}, kept: map[string]bool{},
 		counts: map[string]int{}, notes: map[string]bool{}, imgs: map[string]*image.Image{},
-		fullPaths: map[string]string{}, roots: map[string]bool{}, pagesScanned: map[string]int64{},
+		fullPaths: map[string]string{}, roots: map[string]bool{}, netPrefix: map[netip.Addr]int{}, pagesScanned: map[string]int64{},
 		man: &Manifest{Tool: "criukit anonymize", Version: o.Version, Level: o.Level.String(), Files: []FileReport{}, Dropped: []Dropped{}}}
 	if r.lvl >= Paranoid {
 		r.po.All = true
@@ -213,11 +276,26 @@ func newRun(in, tmp string, o Options) (*run, error) {
 	for _, k := range o.Keep {
 		r.m.Keep(k)
 	}
+	r.pubWords, r.schemaWords = map[string]bool{}, map[string]bool{}
+	for _, s := range o.Secrets {
+		r.m.Token(pseudo.CatSecret, s) // secrets first: every other kind maps them alike
+	}
+	r.buildSecrets() // rebuilt after scan, when the dump's paths are known
+	r.m.SetPublic(r.public)
 	return r, nil
 }
 
 // process writes every output file into r.tmp.
 func (r *run) process() error {
+	if err := r.scan(); err != nil {
+		return err
+	}
+	return r.write()
+}
+
+// scan lists and classifies the input files, decodes every protobuf image and collects what the
+// policy needs before any value is mapped (the dump's public vocabulary).
+func (r *run) scan() error {
 	ents, err := os.ReadDir(r.in)
 	if err != nil {
 		return fmt.Errorf("anonymize: read %s: %w", r.in, err)
@@ -239,9 +317,14 @@ func (r *run) process() error {
 		case !e.Type().IsRegular():
 			r.drop(name, "not a regular file")
 			continue
+		case hardLinked(filepath.Join(r.in, name)):
+			r.drop(name, "hard link (more than one name): never copied, it may be any file of the system (e.g. /etc/shadow)")
+			continue
 		case strings.HasSuffix(name, ".log"):
 			logs = append(logs, filepath.Join(r.in, name))
 			continue
+		case r.archive && name == "descriptors.json":
+			continue // runtime metadata (archiveMeta)
 		}
 		d, err := image.Classify(name)
 		if err != nil {
@@ -271,10 +354,52 @@ func (r *run) process() error {
 		}
 		r.imgs[name] = img
 	}
-	r.collectMACs()
-	for _, s := range r.o.Secrets {
-		r.m.Token(pseudo.CatSecret, s)
+	r.dropStale()
+	if r.imgs["inventory.img"] == nil && !r.o.Partial {
+		return fmt.Errorf("anonymize: %s: %w: no inventory.img (a CRIU image dir holds inventory.img, pstree.img, core-*.img)", r.in, ErrNotImageDir)
 	}
+	r.collectMACs()
+	r.collectPublic()
+	r.buildSecrets()
+	r.logs, r.pages, r.raws, r.names = logs, pages, raws, names
+	return nil
+}
+
+// dropStale drops per-task images of tasks that are not in pstree.img: left over from an earlier
+// dump into the same dir (podman reuses its checkpoint dir: a --leave-running checkpoint's
+// pagemap-6.img stays next to the next checkpoint's pagemap-7.img, both naming pages-2.img).
+func (r *run) dropStale() {
+	ps := r.imgs["pstree.img"]
+	if ps == nil {
+		return
+	}
+	ids := map[uint32]bool{}
+	for _, e := range ps.Entries {
+		if p, ok := e.Msg.(*pstree.PstreeEntry); ok {
+			ids[p.GetPid()] = true
+			for _, t := range p.GetThreads() {
+				ids[t] = true
+			}
+		}
+	}
+	for name := range r.imgs {
+		for _, pfx := range []string{"core-", "mm-", "pagemap-", "ids-", "fs-"} {
+			rest, ok := strings.CutPrefix(name, pfx)
+			if !ok || strings.HasPrefix(rest, "shmem") {
+				continue
+			}
+			n, err := strconv.ParseUint(strings.TrimSuffix(rest, ".img"), 10, 32)
+			if err == nil && !ids[uint32(n)] {
+				delete(r.imgs, name)
+				r.drop(name, "task not in pstree.img (stale image of an earlier dump in the same dir)")
+			}
+		}
+	}
+}
+
+// write transforms and writes every output file.
+func (r *run) write() error {
+	logs, pages, raws, names := r.logs, r.pages, r.raws, r.names
 	// pass 2: transform and write protobuf images
 	sort.Strings(names)
 	for _, name := range names {
@@ -308,12 +433,29 @@ func (r *run) process() error {
 	// logs: harvest pass, then the dictionary, then the real pass
 	if r.lvl >= Identity {
 		for _, l := range logs {
-			if err := r.scrubLog(l, true); err != nil {
+			if err := r.scrubLog(l, "", true); err != nil {
+				return err
+			}
+		}
+		for _, l := range r.metaLogs {
+			if err := r.scrubLog(l[0], l[1], true); err != nil {
 				return err
 			}
 		}
 	}
 	r.buildDict()
+	if r.lvl < Structure {
+		d := r.d
+		if r.lvl < Identity {
+			d = r.sec
+		}
+		for _, name := range r.rewriteRegisters(d) {
+			os.Remove(filepath.Join(r.tmp, name))
+			if err := writeImage(filepath.Join(r.tmp, name), r.imgs[name]); err != nil {
+				return err
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for _, l := range logs {
 		base := filepath.Base(l)
@@ -322,7 +464,12 @@ func (r *run) process() error {
 			continue
 		}
 		seen[base] = true
-		if err := r.scrubLog(l, false); err != nil {
+		if err := r.scrubLog(l, "", false); err != nil {
+			return err
+		}
+	}
+	for _, l := range r.metaLogs {
+		if err := r.scrubLog(l[0], l[1], false); err != nil {
 			return err
 		}
 	}
@@ -360,6 +507,36 @@ func (r *run) progressBytes(file string, n int64) {
 	}
 }
 
+// criuLogs are CRIU's own log names (public); other log base names are mapped at paranoid.
+var criuLogs = map[string]bool{"dump.log": true, "restore.log": true, "pre-dump.log": true, "criu.log": true,
+	"page-server.log": true, "lazy-pages.log": true, "check.log": true, "cpuinfo.log": true}
+
+// logName is a log's output name: --secret pieces replaced; mapped at paranoid unless CRIU's own.
+func (r *run) logName(base string) string {
+	base = r.scrubSecrets(base)
+	if r.lvl >= Paranoid && !criuLogs[base] {
+		return strings.TrimSuffix(r.m.Component(base, r.po), ".log") + ".log"
+	}
+	return base
+}
+
+// droppedName is how a dropped input's name appears in MANIFEST.json: --secret pieces replaced;
+// at paranoid only CRIU's own names stay (others are mapped like paths).
+func (r *run) dropName(name string) string {
+	name = r.scrubSecrets(name)
+	if r.lvl >= Paranoid {
+		if _, err := image.Classify(strings.TrimSuffix(name, "/")); err != nil && !criuLogs[name] {
+			return r.m.Path(name, r.po)
+		}
+	}
+	return name
+}
+
+func hardLinked(path string) bool {
+	var st syscall.Stat_t
+	return syscall.Lstat(path, &st) != nil || st.Nlink != 1
+}
+
 func writeImage(path string, img *image.Image) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -372,24 +549,31 @@ func writeImage(path string, img *image.Image) error {
 	return f.Close()
 }
 
-func (r *run) scrubLog(path string, harvest bool) error {
-	f, err := os.Open(path)
+func (r *run) scrubLog(path, outPath string, harvest bool) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("anonymize: log %s: %w", path, err)
 	}
 	defer f.Close()
-	base := filepath.Base(path)
+	base := r.logName(filepath.Base(path))
+	if outPath == "" {
+		outPath = filepath.Join(r.tmp, base)
+	}
 	if r.lvl < Identity {
 		if harvest {
 			return nil
 		}
-		out, err := os.Create(filepath.Join(r.tmp, base))
+		out, err := os.OpenFile(outPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
 			return err
 		}
 		defer out.Close()
-		_, err = io.Copy(out, f)
-		r.report(base, "log", "kept (level "+r.lvl.String()+" keeps logs)")
+		n, err := r.sec.Stream(f, out, true, nil)
+		tr := "kept (level " + r.lvl.String() + " keeps logs)"
+		if n > 0 {
+			tr += fmt.Sprintf("; %d --secret values replaced", n)
+		}
+		r.report(base, "log", tr)
 		return err
 	}
 	roots := map[string]bool{}
@@ -399,13 +583,14 @@ func (r *run) scrubLog(path string, harvest bool) error {
 	for k := range r.roots {
 		roots[k] = true
 	}
-	s := &logscrub.Scrubber{M: r.m, D: r.dlog, Path: r.po, Roots: roots}
+	s := &logscrub.Scrubber{M: r.m, D: r.dlog, Path: r.po, Roots: roots, IP: r.mapIP}
 	if r.lvl >= Paranoid {
 		s.Drop = r.foreignLine()
+		s.Port = r.port // the same map as inet_sk_entry ports
 	}
 	var w io.Writer = io.Discard
 	if !harvest {
-		out, err := os.Create(filepath.Join(r.tmp, base))
+		out, err := os.OpenFile(outPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
 			return err
 		}
@@ -458,6 +643,11 @@ func (r *run) buildDict() {
 				dlog.Add(dict.Kind(p.Category), []byte(p.From), []byte(p.To))
 			}
 		}
+		// payload samples (pipes, queues, tty, ghost and tmpfs files): their copies in memory
+		// (buffers of the program that wrote them) are filled like the payloads
+		for _, pl := range r.payloads {
+			d.Add("payload", pl, filler(pl))
+		}
 		for a, b := range r.ipFinal {
 			from, to := a.String(), sameLenIP(a.String(), b.String())
 			d.Add("ip", []byte(from), []byte(to))
@@ -476,10 +666,15 @@ func (r *run) buildDict() {
 			d.Add("payload", pl, nil)
 		}
 	}
+	// --secret values and their pieces: at every level, in every file
+	for _, e := range r.sec.Entries() {
+		d.Add(e.Kind, e.From, e.To)
+		dlog.Add(e.Kind, e.From, e.To)
+	}
 	// values that are also part of kept strings cannot be told apart from them: not scanned
 	var excluded []string
 	for _, e := range d.Entries() {
-		if e.Kind == dict.Kind(pseudo.CatSecret) {
+		if strings.HasPrefix(string(e.Kind), "secret") {
 			continue
 		}
 		for k := range r.kept {
@@ -548,6 +743,41 @@ func (r *run) finish() error {
 	b, err := json.MarshalIndent(r.man, "", "  ")
 	if err != nil {
 		return err
+	}
+	// the manifest and the output's file names are output too
+	var leaks []string
+	names := []string{}
+	filepath.WalkDir(r.tmp, func(p string, e os.DirEntry, err error) error {
+		if err == nil && p != r.tmp {
+			names = append(names, e.Name())
+		}
+		return nil
+	})
+	// (the manifest's own words are the tool's; what comes from the input is its names)
+	for _, f := range r.man.Files {
+		names = append(names, f.Name)
+	}
+	for _, d := range r.man.Dropped {
+		names = append(names, d.Name)
+	}
+	var own []string // names from the input; CRIU's and the runtimes' fixed names are vocabulary
+	for _, n := range names {
+		base := filepath.Base(strings.TrimSuffix(n, "/"))
+		if _, err := image.Classify(base); err == nil || metaKind(base) != "" && !strings.HasSuffix(base, ".log") || criuLogs[base] ||
+			base == "MANIFEST.json" || base == KitFile || base == "checkpoint" || base == "artifacts" {
+			continue
+		}
+		own = append(own, n)
+	}
+	for what, data := range map[string][]byte{"MANIFEST.json or output file names": []byte(strings.Join(own, "\x00"))} {
+		r.d.Find(data, len(data), 0, func(h dict.Hit) bool {
+			leaks = append(leaks, fmt.Sprintf("%s offset %d: %s value (%d bytes)", what, h.Offset, h.Entry.Kind, len(h.Entry.From)))
+			return len(leaks) < 20
+		})
+	}
+	if len(leaks) > 0 {
+		sort.Strings(leaks)
+		return fmt.Errorf("%w (nothing was written to the output):\n  %s", ErrLeak, strings.Join(leaks, "\n  "))
 	}
 	if err := os.WriteFile(filepath.Join(r.tmp, "MANIFEST.json"), append(b, '\n'), 0o644); err != nil {
 		return err

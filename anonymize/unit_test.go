@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/cgroup"
+	"github.com/criukit/criukit/anonymize/dict"
+	"github.com/criukit/criukit/anonymize/logscrub"
 	"github.com/criukit/criukit/anonymize/pseudo"
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/image/nldump"
@@ -119,8 +121,15 @@ func TestIPDumpRewrite(t *testing.T) {
 		t.Errorf("gateway lost the shared /24 with the address: %x vs %x", route, m4)
 	}
 	dst := r.mapIPRaw(netip.MustParseAddr("10.78.0.0")).As4()
-	if !bytes.Contains(route, []byte{dst[0], dst[1], dst[2], 0}) {
+	if !bytes.Contains(route, []byte{dst[0], dst[1], dst[2], 0}) || dst[3] != 0 {
 		t.Errorf("route dst not a network address: %x", route)
+	}
+	// the route's network address in a log line maps exactly as in the route image
+	var logOut bytes.Buffer
+	s := &logscrub.Scrubber{M: r.m, D: dict.New(), IP: r.mapIP}
+	s.Scrub(strings.NewReader("route to 10.78.0.0 via 10.77.0.2\n"), &logOut)
+	if want := netip.AddrFrom4(dst).String(); !strings.Contains(logOut.String(), want+" ") {
+		t.Errorf("log maps the route's network differently: %q, image %s", logOut.String(), want)
 	}
 	if _, err := r.rewriteIPDump([]byte{1, 2, 3, 4, 5}); err == nil {
 		t.Error("garbage accepted")

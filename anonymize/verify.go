@@ -70,6 +70,13 @@ func (r *run) verify() error {
 			}
 			v.Decoded++
 			out[name] = img
+			if img.Desc.Name == "CORE" && r.lvl < Structure {
+				d := r.d
+				if r.lvl < Identity {
+					d = r.sec
+				}
+				regLeaks(img, d, func(what string) { v.Leaks = append(v.Leaks, name+" "+what) })
+			}
 			for i, en := range img.Entries {
 				r.scanFields(en.Msg.ProtoReflect(), func(where string, h dict.Hit) {
 					leak(name, fmt.Sprintf("entry %d field %s", i, where), h)

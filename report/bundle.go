@@ -161,7 +161,7 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 	}
 	anonOut := filepath.Join(work, "anon")
 	man, err := anonymize.Run(in, anonOut, anonymize.Options{Level: o.Level, Key: o.Key, Secrets: o.Secrets,
-		Logs: append(extraLogs, envPath), MapOut: o.MapOut, Version: o.Version})
+		Logs: append(extraLogs, envPath), MapOut: o.MapOut, Version: o.Version, Partial: true})
 	if err != nil {
 		return nil, fmt.Errorf("report: anonymize: %w", err)
 	}

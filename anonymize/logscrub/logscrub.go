@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/criukit/criukit/anonymize/dict"
@@ -23,9 +24,17 @@ type Scrubber struct {
 	Roots map[string]bool
 	// Drop, when set, removes the lines it returns true for (counted as "dropped-lines").
 	Drop func(line string) bool
+	// IP, when set, maps addresses (the run's map: a network address of a route maps like the
+	// route image maps it); nil uses M.IP.
+	IP func(netip.Addr) netip.Addr
+	// Port, when set (paranoid), maps the port numbers of socket lines ("port 6379",
+	// "dst_port=443") the way the images map them.
+	Port func(uint32) uint32
 	// Counts of replaced tokens per family.
 	Counts map[string]int
 }
+
+var portRe = regexp.MustCompile(`\b((?:src_|dst_|s|d)?port)(\s+|=|:\s*)(\d{1,5})\b`)
 
 // DefaultRoots are the usual top-level directories.
 var DefaultRoots = map[string]bool{}
@@ -57,6 +66,9 @@ var triggers = map[*regexp.Regexp]string{runningOn: "Running on ", commRe: "comm
 var stdIfnames = regexp.MustCompile(`^(lo|all|default|eth\d+|ens\d+\w*|enp\w+|eno\d+|wlan\d+|bond\d+|docker0|tunl0|gre0|gretap0|erspan0|ip_vti0|ip6_vti0|sit0|ip6tnl0|ip6gre0)$`)
 
 // IfName maps a network interface name; standard kernel/distro names are kept.
+// IsStdIfName reports whether n is a kernel/runtime default interface name (kept).
+func IsStdIfName(n string) bool { return stdIfnames.MatchString(n) }
+
 func IfName(m *pseudo.Mapper, n string) string {
 	if stdIfnames.MatchString(n) {
 		return n
@@ -161,7 +173,11 @@ func (s *Scrubber) Line(line string) string {
 		for _, loc := range re.FindAllStringIndex(line, -1) {
 			a, err := netip.ParseAddr(line[loc[0]:loc[1]])
 			if err == nil {
-				add(loc[0], loc[1], s.M.IP(a).String(), "ip")
+				m := s.M.IP(a)
+				if s.IP != nil {
+					m = s.IP(a)
+				}
+				add(loc[0], loc[1], m.String(), "ip")
 			}
 		}
 	}
@@ -223,6 +239,17 @@ func (s *Scrubber) Scrub(r io.Reader, w io.Writer) error {
 		if len(line) > 0 {
 			nl := strings.HasSuffix(line, "\n")
 			out := s.Line(strings.TrimSuffix(line, "\n"))
+			if s.Port != nil {
+				out = portRe.ReplaceAllStringFunc(out, func(x string) string {
+					m := portRe.FindStringSubmatch(x)
+					n, err := strconv.ParseUint(m[3], 10, 32)
+					if err != nil || n == 0 || n > 65535 {
+						return x
+					}
+					s.count("port")
+					return m[1] + m[2] + strconv.FormatUint(uint64(s.Port(uint32(n))), 10)
+				})
+			}
 			bw.WriteString(out)
 			if nl {
 				bw.WriteByte('\n')

@@ -92,3 +92,18 @@ func FuzzLine(f *testing.F) {
 		}
 	})
 }
+
+func TestPortsMapped(t *testing.T) {
+	m := pseudo.New([]byte("0123456789abcdef0123456789abcdef"))
+	s := &Scrubber{M: m, D: dict.New(), Port: func(p uint32) uint32 { return p + 1 }}
+	var out strings.Builder
+	in := "(00.226244) inet: \tDumping: ino 0x13bdbf family AF_INET    type SOCK_STREAM    port    16999 state TCP_LISTEN\n" +
+		"(00.1) sk dst_port=443 src_port: 80\n"
+	if err := s.Scrub(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if strings.Contains(got, "16999") || !strings.Contains(got, "port    17000") || !strings.Contains(got, "dst_port=444") || !strings.Contains(got, "src_port: 81") {
+		t.Errorf("ports not mapped: %q", got)
+	}
+}

@@ -66,23 +66,34 @@ type Mapper struct {
 	fwd  map[Category]map[string]string
 	rev  map[Category]map[string]string
 	keep map[string]bool
-	ips  *ipMapper
-	uids map[uint32]uint32
-	ruid map[uint32]uint32
-	macs map[string]string // text forms
+	// shared: one token per value for every text category (a hostname in utsns, memory and
+	// logs, a cgroup dir in cgroup.img and in /sys/fs/cgroup paths map alike); the per-category
+	// maps only record where a value was seen (for --map-out and counts).
+	shared  map[string]string
+	sharedR map[string]string
+	// public, when set, says a value is public vocabulary (a distro path component, a program
+	// name that is also a system path component): it maps to itself in every text category
+	// except CatSecret. See anonymize's policy.
+	public func(string) bool
+	ips    *ipMapper
+	uids   map[uint32]uint32
+	ruid   map[uint32]uint32
+	macs   map[string]string // text forms
 }
 
 // New returns a mapper for a key (see NewKey, LoadKey).
 func New(key []byte) *Mapper {
 	return &Mapper{
-		key:  append([]byte(nil), key...),
-		fwd:  map[Category]map[string]string{},
-		rev:  map[Category]map[string]string{},
-		keep: map[string]bool{},
-		ips:  newIPMapper(key),
-		uids: map[uint32]uint32{},
-		ruid: map[uint32]uint32{},
-		macs: map[string]string{},
+		key:     append([]byte(nil), key...),
+		fwd:     map[Category]map[string]string{},
+		rev:     map[Category]map[string]string{},
+		keep:    map[string]bool{},
+		shared:  map[string]string{},
+		sharedR: map[string]string{},
+		ips:     newIPMapper(key),
+		uids:    map[uint32]uint32{},
+		ruid:    map[uint32]uint32{},
+		macs:    map[string]string{},
 	}
 }
 
@@ -91,6 +102,21 @@ func (m *Mapper) Keep(v string) {
 	m.mu.Lock()
 	m.keep[v] = true
 	m.mu.Unlock()
+}
+
+// SetPublic installs the public-vocabulary predicate (see the public field).
+func (m *Mapper) SetPublic(f func(string) bool) {
+	m.mu.Lock()
+	m.public = f
+	m.mu.Unlock()
+}
+
+// IsPublic reports whether v is public vocabulary (never for secrets).
+func (m *Mapper) IsPublic(v string) bool {
+	m.mu.Lock()
+	f := m.public
+	m.mu.Unlock()
+	return f != nil && f(v)
 }
 
 // Kept reports whether v was pinned with Keep.
@@ -143,9 +169,10 @@ func (m *Mapper) token(cat Category, v string) (string, bool) {
 	if v == "" {
 		return v, false
 	}
+	pub := m.public
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.keep[v] {
+	if m.keep[v] && cat != CatSecret {
 		return v, false
 	}
 	f := m.fwd[cat]
@@ -157,32 +184,95 @@ func (m *Mapper) token(cat Category, v string) (string, bool) {
 	if t, ok := f[v]; ok {
 		return t, t != v
 	}
-	r := m.rev[cat]
+	if t, ok := m.shared[v]; ok && (t != v || cat != CatSecret) {
+		f[v] = t
+		return t, t != v
+	}
+	if cat != CatSecret && pub != nil {
+		m.mu.Unlock()
+		isPub := pub(v)
+		m.mu.Lock()
+		if isPub {
+			f[v] = v
+			return v, false
+		}
+	}
+	r := m.sharedR
+	set := func(t string) {
+		f[v], r[t], m.shared[v] = t, v, t
+		m.rev[cat][t] = v
+	}
 	for try := 0; try < 64; try++ {
-		t := m.candidate(cat, v, len(v), try)
+		t := m.candidate("text", v, len(v), try)
 		if t == v || m.keep[t] {
 			continue
 		}
 		if _, used := r[t]; used {
 			continue
 		}
-		f[v], r[t] = t, v
+		set(t)
 		return t, true
-	}
-	if _, used := r[v]; !used {
-		f[v], r[v] = v, v
-		return v, false
 	}
 	// tiny values only: enumerate printable strings of that length
 	for t := range enumerate(len(v)) {
 		if _, used := r[t]; !used && t != v {
-			f[v], r[t] = t, v
+			set(t)
 			return t, true
 		}
 	}
 	f[v] = v // the space is exhausted; cannot happen for len(v) > 1 with fewer than ~8000 values
 	return v, false
 }
+
+// Digits returns a same-length all-digit pseudonym of an all-digit value (card numbers, ids,
+// numeric env values): injective, keyed, never the value itself nor another mapped value.
+// Numbers under DigitsMin digits (pids, ports, counts) are kept: a short digit token would
+// collide with other numbers of the dump.
+func (m *Mapper) Digits(v string) string {
+	if len(v) < DigitsMin {
+		return v
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.keep[v] {
+		return v
+	}
+	if t, ok := m.shared[v]; ok {
+		return t
+	}
+	f := m.fwd[CatText]
+	if f == nil {
+		f = map[string]string{}
+		m.fwd[CatText] = f
+		m.rev[CatText] = map[string]string{}
+	}
+	for try := 0; ; try++ {
+		var t [4]byte
+		binary.BigEndian.PutUint32(t[:], uint32(try))
+		h := m.mac([]byte("digits"), []byte(v), t[:])
+		out := make([]byte, len(v))
+		for i := range out {
+			out[i] = '0' + h[i%len(h)]%10
+			if i >= len(h) {
+				out[i] = '0' + (h[i%len(h)]/10+byte(i))%10
+			}
+		}
+		if v[0] != '0' && out[0] == '0' {
+			out[0] = '1' + h[0]%9 // keep a number a number (no leading zero added)
+		}
+		ts := string(out)
+		_, used := m.sharedR[ts]
+		_, orig := m.shared[ts]
+		if used || orig || ts == v {
+			continue
+		}
+		f[v], m.shared[v], m.sharedR[ts] = ts, ts, v
+		return ts
+	}
+}
+
+// DigitsMin is the shortest number Digits maps.
+const DigitsMin = 6
 
 func enumerate(n int) func(func(string) bool) {
 	return func(yield func(string) bool) {

@@ -242,3 +242,27 @@ func FuzzHostMAC(f *testing.F) {
 		}
 	})
 }
+
+func TestPathLocalTrees(t *testing.T) {
+	m := New(testKey)
+	for _, tt := range []struct{ in, gone string }{
+		{"/srv/www.zqsecret.com/key.pem", "zqsecret"},
+		{"/srv/4111111111111111/x", "4111111111111111"},
+		{"/usr/local/zqapp/bin/run", "zqapp"},
+		{"/etc/ssl/private/zqhost.key", "zqhost"},
+		{"/sys/fs/cgroup/memory/zqgroup/tasks", "zqgroup"},
+	} {
+		got := m.Path(tt.in, PathOptions{})
+		if strings.Contains(got, tt.gone) || len(got) != len(tt.in) {
+			t.Errorf("Path(%q) = %q: %q kept", tt.in, got, tt.gone)
+		}
+	}
+	for in, ext := range map[string]string{"a.tar.gz": ".tar.gz", "libc.so.6": ".so.6", "www.x.com": ".com", "db.sqlite": ".sqlite"} {
+		if _, e := splitExt(in); e != ext {
+			t.Errorf("splitExt(%q) ext %q, want %q", in, e, ext)
+		}
+	}
+	if got := m.Path("/sys/fs/cgroup/memory/tasks", PathOptions{}); got != "/sys/fs/cgroup/memory/tasks" {
+		t.Errorf("controller path mapped: %q", got)
+	}
+}

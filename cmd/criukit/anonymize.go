@@ -48,6 +48,18 @@ Levels (each includes the ones before it):
   paranoid   + payloads dropped, all path components mapped, ports mapped, timestamps zeroed,
              seccomp filters and LSM policy blobs dropped. Decodable, not restorable.
 
+IMGDIR may also be a container checkpoint archive (podman container checkpoint --export, CRI-O,
+containerd): tar, tar+gzip or tar+zstd; OUTDIR is then an archive with the same compression, its
+runtime files (spec.dump, config.dump, network.status, annotations and labels, keys included,
+rootfs-diff.tar, ...) anonymized with the same pseudonyms. The content level restores with
+podman container restore --import.
+
+One policy decides every value once: the public vocabulary of the dump (distro paths and their
+components such as python3 of /usr/lib/python3.11, the runtime's JSON schema) is kept everywhere;
+every other value gets one pseudonym shared by images, memory and logs. --secret WORD replaces
+WORD, its UTF-16 form and its pieces (prefixes/suffixes >= 6 bytes) everywhere at every level,
+memory included, or the command refuses. See docs/anonymize.md.
+
 Pseudonyms are keyed (HMAC-SHA256), deterministic for a key and keep byte lengths, depth, shared
 path prefixes, extensions and CRIU's suffixes ((deleted), .cr.N.ghost, link_remap.N); system paths
 and libraries are kept. The key is random per run unless --key-file is given (same key, same
@@ -67,7 +79,8 @@ maintainer's machine.`,
   criukit anonymize --level inventory /tmp/dump
   head -c32 /dev/urandom > ~/.criukit.key
   criukit anonymize --key-file ~/.criukit.key --map-out ~/dump.map.json --log /tmp/restore.log /tmp/dump /tmp/out
-  criukit anonymize --level structure --restore-kit --json /tmp/dump /tmp/out | jq .counts`,
+  criukit anonymize --level structure --restore-kit --json /tmp/dump /tmp/out | jq .counts
+  criukit anonymize --level content ctr.tar.zst ctr-public.tar.zst && podman container restore --import ctr-public.tar.zst`,
 	Args: cobra.RangeArgs(1, 2),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		lvl, err := anonymize.ParseLevel(anonFlags.level)
