@@ -42,8 +42,11 @@ type Options struct {
 	// AfterDump runs after the last dump, before the restore (e.g. to wait until the dumped tree is
 	// reaped: a restore on the same machine reuses its pids).
 	AfterDump func() error
-	Criu        string
-	Progress    func(RoundStats)
+	Criu      string
+	Progress  func(RoundStats)
+	// Dial, when set, opens a connection to the receiver instead of TCP to To (e.g. an in-process
+	// receiver in another netns, see Local).
+	Dial func(ctx context.Context) (net.Conn, error)
 }
 
 // RoundStats are one round's numbers.
@@ -51,16 +54,16 @@ type RoundStats struct {
 	Round       int     `json:"round"`
 	Final       bool    `json:"final"`
 	Tracked     int     `json:"tracked_processes"`
-	Written     int     `json:"written_pages"`   // pages the trackers saw written since the previous round
-	Pages       int64   `json:"criu_pages"`      // pages criu read from the tree
-	Sent        int64   `json:"sent_pages"`      // pages sent with data
-	Parent      int64   `json:"parent_pages"`    // pages sent as PE_PARENT (no data)
-	Stored      int64   `json:"stored_pages"`    // pages the receiver wrote
-	Deduped     int64   `json:"deduped_pages"`   // round 0: duplicates the receiver stored once
-	WireBytes   int64   `json:"wire_bytes"`      // bytes sent to the receiver (pages session + images)
-	FilesBytes  int64   `json:"image_bytes"`     // of those, the non-page images (last round)
-	DumpSeconds float64 `json:"dump_seconds"`    // criu dump (the tree is frozen for most of it)
-	Frozen      float64 `json:"frozen_at_s"`     // seconds since the round began when criu froze the tree
+	Written     int     `json:"written_pages"` // pages the trackers saw written since the previous round
+	Pages       int64   `json:"criu_pages"`    // pages criu read from the tree
+	Sent        int64   `json:"sent_pages"`    // pages sent with data
+	Parent      int64   `json:"parent_pages"`  // pages sent as PE_PARENT (no data)
+	Stored      int64   `json:"stored_pages"`  // pages the receiver wrote
+	Deduped     int64   `json:"deduped_pages"` // round 0: duplicates the receiver stored once
+	WireBytes   int64   `json:"wire_bytes"`    // bytes sent to the receiver (pages session + images)
+	FilesBytes  int64   `json:"image_bytes"`   // of those, the non-page images (last round)
+	DumpSeconds float64 `json:"dump_seconds"`  // criu dump (the tree is frozen for most of it)
+	Frozen      float64 `json:"frozen_at_s"`   // seconds since the round began when criu froze the tree
 }
 
 // Result of Migrate.
@@ -69,9 +72,15 @@ type Result struct {
 	WireBytes      int64        `json:"wire_bytes"`
 	FrozenSeconds  float64      `json:"frozen_seconds"`  // last round: criu dump's start (it freezes the tree) to the restored tree running
 	RestoreSeconds float64      `json:"restore_seconds"` // criu restore on the receiver
-	TotalSeconds   float64      `json:"total_seconds"`
-	Pid            int          `json:"pid,omitempty"` // restored root (receiver's pid namespace)
-	Dir            string       `json:"dir"`           // last round's directory on the receiver
+	// The last round's frozen time in parts: criu dump, the images after it, waiting for the dumped
+	// tree to go (AfterDump), and the restore request (rewrite + criu restore + answer).
+	FrozenDump    float64 `json:"frozen_dump_seconds"`
+	FrozenImages  float64 `json:"frozen_images_seconds"`
+	FrozenWait    float64 `json:"frozen_wait_seconds"`
+	FrozenRestore float64 `json:"frozen_restore_seconds"`
+	TotalSeconds  float64 `json:"total_seconds"`
+	Pid           int     `json:"pid,omitempty"` // restored root (receiver's pid namespace)
+	Dir           string  `json:"dir"`           // last round's directory on the receiver
 }
 
 // Migrate moves the tree Options.Pid to the receiver at Options.To in Options.Rounds rounds.
@@ -81,7 +90,7 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	if o.Rounds <= 0 {
 		o.Rounds = 3
 	}
-	if o.To == "" {
+	if o.To == "" && o.Dial == nil {
 		return nil, errors.New("migrate: no receiver address (Options.To)")
 	}
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.Pid)); err != nil {
@@ -125,11 +134,15 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 		}
 		parent = cov
 		if final {
+			res.FrozenDump = time.Since(frozenAt).Seconds()
+			tw := time.Now()
 			if o.AfterDump != nil {
 				if err := o.AfterDump(); err != nil {
 					return res, err
 				}
 			}
+			res.FrozenWait = time.Since(tw).Seconds()
+			ti := time.Now()
 			c, rep, err := call(ctx, o, request{Op: "files", Round: r}, func(c net.Conn) (int64, error) {
 				return sendTar(c, filepath.Join(work, fmt.Sprintf("round-%d", r)))
 			})
@@ -137,6 +150,7 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 				return res, fmt.Errorf("migrate: send round %d's images: %w", r, err)
 			}
 			st.FilesBytes, st.WireBytes = c, st.WireBytes+c
+			res.FrozenImages = time.Since(ti).Seconds()
 			res.Dir = rep.Dir
 			res.Rounds = append(res.Rounds, st)
 			res.WireBytes += st.WireBytes
@@ -144,10 +158,12 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 				o.Progress(st)
 			}
 			if !o.NoRestore {
+				tr := time.Now()
 				_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs}, nil)
 				if err != nil {
 					return res, fmt.Errorf("migrate: restore on the receiver: %w", err)
 				}
+				res.FrozenRestore = time.Since(tr).Seconds()
 				res.Pid, res.RestoreSeconds = rep.Pid, rep.Seconds
 			}
 			res.FrozenSeconds = time.Since(frozenAt).Seconds()
@@ -175,6 +191,9 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 
 // dial connects to the receiver (from DialNetns when set).
 func dial(ctx context.Context, o Options) (net.Conn, error) {
+	if o.Dial != nil {
+		return o.Dial(ctx)
+	}
 	var d net.Dialer
 	d.Timeout = 30 * time.Second
 	if o.DialNetns == "" {
@@ -216,9 +235,7 @@ func call(ctx context.Context, o Options, req request, body func(net.Conn) (int6
 			return n, reply{}, err
 		}
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-	}
+	closeWrite(c)
 	rep, err := readReply(c)
 	return n, rep, err
 }
@@ -377,9 +394,7 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		return st, nil, frozenAt, fmt.Errorf("criu dump succeeded but the page relay failed: %w", rl.err)
 	}
 	st.Pages, st.Sent, st.Parent = rl.st.Pages, rl.st.Sent, rl.st.Parent
-	if tc, ok := raw.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-	}
+	closeWrite(raw)
 	rep, err := readReply(raw)
 	if err != nil {
 		return st, nil, frozenAt, err
@@ -387,4 +402,40 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 	st.Stored, st.Deduped, st.WireBytes = rep.Stored, rep.Deduped, conn.n
 	// the tree is frozen shortly after criu starts: count from there (an upper bound)
 	return st, rl.cov, began, nil
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
+
+// Local returns a Dial function that serves each connection with rv in this process over a unix
+// socket pair (for a target netns on this machine: rv restores through nsenter --net=rv.Netns).
+func Local(rv *Receiver) func(ctx context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		mk := func(fd int, name string) (net.Conn, error) {
+			f := os.NewFile(uintptr(fd), name)
+			defer f.Close()
+			return net.FileConn(f)
+		}
+		a, err := mk(fds[0], "migrate-sender")
+		if err != nil {
+			unix.Close(fds[1])
+			return nil, err
+		}
+		b, err := mk(fds[1], "migrate-receiver")
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		go func() {
+			_ = rv.ServeConn(ctx, b)
+		}()
+		return a, nil
+	}
 }

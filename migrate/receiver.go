@@ -57,6 +57,8 @@ type Receiver struct {
 	NoDedup bool     // round 0 without cow's dedup
 	Restore []string // extra criu restore arguments always used
 	Log     io.Writer
+	// OnRestore is called after each restore request (pid, or the error).
+	OnRestore func(pid int, err error)
 }
 
 // RoundDir is the directory of round r under the receiver's Dir.
@@ -74,11 +76,18 @@ func (rv *Receiver) Serve(ctx context.Context, l net.Listener) error {
 			}
 			return err
 		}
-		if err := rv.handle(ctx, c); err != nil && rv.Log != nil {
-			fmt.Fprintf(rv.Log, "migrate receiver: %v\n", err)
-		}
-		c.Close()
+		_ = rv.ServeConn(ctx, c)
 	}
+}
+
+// ServeConn serves one connection and closes it.
+func (rv *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
+	defer c.Close()
+	err := rv.handle(ctx, c)
+	if err != nil && rv.Log != nil {
+		fmt.Fprintf(rv.Log, "migrate receiver: %v\n", err)
+	}
+	return err
 }
 
 func (rv *Receiver) handle(ctx context.Context, c net.Conn) error {
@@ -170,6 +179,9 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 		}
 		t0 := time.Now()
 		pid, err := criurun.Restore(ctx, criurun.Opts{Criu: rv.Criu, ImagesDir: dir, Netns: rv.Netns, Args: append(append([]string{}, rv.Restore...), req.Args...)})
+		if rv.OnRestore != nil {
+			defer rv.OnRestore(pid, err)
+		}
 		if err != nil {
 			return reply{}, err
 		}
