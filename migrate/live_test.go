@@ -154,6 +154,11 @@ func checkWriter(t testing.TB, pid int, info map[string]uint64) uint64 {
 // rounds (3 with --leave-running while it writes, the last frozen) to another netns over TCP, and
 // checks that every page holds its value at the freeze.
 func TestMigrateWriterExact(t *testing.T) {
+	t.Run("eager", func(t *testing.T) { testWriterExact(t, false) })
+	t.Run("lazy", func(t *testing.T) { testWriterExact(t, true) })
+}
+
+func testWriterExact(t *testing.T, lazy bool) {
 	criu := harness.Criu(t)
 	h := newHosts(t)
 	rv := &Receiver{Dir: t.TempDir(), Netns: h.B, Criu: criu}
@@ -166,6 +171,7 @@ func TestMigrateWriterExact(t *testing.T) {
 		Pid: p.Pid, To: addr, DialNetns: h.A, Netns: h.A, Rounds: 4, Pause: 300 * time.Millisecond, Criu: criu,
 		DumpArgs:    []string{"--network-lock", "skip"},
 		RestoreArgs: []string{"--leave-stopped"},
+		Lazy:        lazy,
 		AfterDump:   func() error { return waitGone(p.Pid, 10*time.Second) },
 		Progress:    func(r RoundStats) { rounds = append(rounds, r) },
 	})
@@ -196,6 +202,22 @@ func TestMigrateWriterExact(t *testing.T) {
 	}
 	if res.Pid != p.Pid {
 		t.Fatalf("restored pid %d, dumped %d", res.Pid, p.Pid)
+	}
+	if lazy {
+		// the stopped task's pages come in from criu lazy-pages; /proc/PID/mem cannot fault them
+		// (EIO) until the daemon has copied them all
+		f, _ := os.Open(fmt.Sprintf("/proc/%d/mem", res.Pid))
+		buf := make([]byte, pages*os.Getpagesize())
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			if _, err := f.ReadAt(buf, int64(info["addr"])); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("lazily restored memory not readable after 20s")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		f.Close()
 	}
 	s := checkWriter(t, res.Pid, info)
 	if s < 1000 {

@@ -39,6 +39,9 @@ type Options struct {
 	Map         []string
 	RestoreArgs []string
 	NoRestore   bool
+	// Lazy restores with criu lazy-pages on the receiver: the tree runs as soon as its state is
+	// restored and its pages fault in from the received images (a daemon copies the rest).
+	Lazy bool
 	// AfterDump runs after the last dump, before the restore (e.g. to wait until the dumped tree is
 	// reaped: a restore on the same machine reuses its pids).
 	AfterDump func() error
@@ -159,7 +162,7 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 			}
 			if !o.NoRestore {
 				tr := time.Now()
-				_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs}, nil)
+				_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs, Lazy: o.Lazy}, nil)
 				if err != nil {
 					return res, fmt.Errorf("migrate: restore on the receiver: %w", err)
 				}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -35,6 +36,7 @@ type request struct {
 	Round int      `json:"round"`
 	Map   []string `json:"map,omitempty"`
 	Args  []string `json:"args,omitempty"` // extra criu restore arguments
+	Lazy  bool     `json:"lazy,omitempty"` // restore with criu lazy-pages (pages fault in from the local images)
 }
 
 type reply struct {
@@ -178,7 +180,19 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 			}
 		}
 		t0 := time.Now()
-		pid, err := criurun.Restore(ctx, criurun.Opts{Criu: rv.Criu, ImagesDir: dir, Netns: rv.Netns, Args: append(append([]string{}, rv.Restore...), req.Args...)})
+		args := append(append([]string{}, rv.Restore...), req.Args...)
+		var daemon *exec.Cmd
+		if req.Lazy {
+			var err error
+			if daemon, err = rv.startLazyPages(dir); err != nil {
+				return reply{}, err
+			}
+			args = append(args, "--lazy-pages")
+		}
+		pid, err := criurun.Restore(ctx, criurun.Opts{Criu: rv.Criu, ImagesDir: dir, Netns: rv.Netns, Args: args})
+		if err != nil && daemon != nil {
+			_ = daemon.Process.Kill()
+		}
 		if rv.OnRestore != nil {
 			defer rv.OnRestore(pid, err)
 		}
@@ -188,6 +202,40 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 		return reply{Pid: pid, Seconds: time.Since(t0).Seconds(), Dir: dir}, nil
 	}
 	return reply{}, fmt.Errorf("unknown op %q", req.Op)
+}
+
+// startLazyPages starts `criu lazy-pages` on dir (it serves the restored tree's page faults from
+// the images, parent chain included, and exits when every page is in) and waits for its socket.
+func (rv *Receiver) startLazyPages(dir string) (*exec.Cmd, error) {
+	criu := rv.Criu
+	if criu == "" {
+		p, _, err := criurun.Find()
+		if err != nil {
+			return nil, err
+		}
+		criu = p
+	}
+	sock := filepath.Join(dir, "lazy-pages.socket")
+	_ = os.Remove(sock)
+	log := filepath.Join(dir, "lazy-pages.log")
+	cmd := exec.Command(criu, "lazy-pages", "-D", dir, "-v4", "-o", log)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reaped when it has served every page
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if _, err := os.Stat(sock); err == nil {
+			return cmd, nil
+		}
+		select {
+		case err := <-exited:
+			return nil, &criurun.Error{Op: "lazy-pages", Log: log, Lines: criurun.LastErrors(log, 5), Err: fmt.Errorf("exited before it was ready: %v", err)}
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	_ = cmd.Process.Kill()
+	return nil, fmt.Errorf("criu lazy-pages: no socket %s after 10s (log %s)", sock, log)
 }
 
 // untar extracts regular files (flat names only) into dir: each written to a temp name and
