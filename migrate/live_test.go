@@ -16,6 +16,7 @@ import (
 
 	"github.com/criukit/criukit/internal/harness"
 	"github.com/criukit/criukit/internal/nsrun"
+	"github.com/criukit/criukit/internal/testenv"
 	"github.com/criukit/criukit/internal/workload"
 	"github.com/vishvananda/netns"
 )
@@ -233,4 +234,9 @@ func testWriterExact(t *testing.T, lazy bool) {
 	if s2 := checkWriter(t, res.Pid, info); s2 <= s {
 		t.Fatalf("restored writer does not write: counter %d -> %d", s, s2)
 	}
+}
+
+func testenv_nft(t testing.TB) {
+	t.Helper()
+	testenv.Command(t, "nft")
 }
