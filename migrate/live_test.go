@@ -78,7 +78,7 @@ func startReceiver(t testing.TB, ns, addr string, rv *Receiver) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = rv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); <-done; rv.Close() })
 	return l.Addr().String()
 }
 

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/criukit/criukit/cow"
@@ -61,6 +62,18 @@ type Receiver struct {
 	Log     io.Writer
 	// OnRestore is called after each restore request (pid, or the error).
 	OnRestore func(pid int, err error)
+
+	mu      sync.Mutex
+	daemons map[*exec.Cmd]bool // criu lazy-pages daemons still running
+}
+
+// Close kills the lazy-pages daemons that are still serving (their restored trees then fault).
+func (rv *Receiver) Close() {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	for c := range rv.daemons {
+		_ = c.Process.Kill()
+	}
 }
 
 // RoundDir is the directory of round r under the receiver's Dir.
@@ -223,7 +236,19 @@ func (rv *Receiver) startLazyPages(dir string) (*exec.Cmd, error) {
 		return nil, err
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }() // reaped when it has served every page
+	rv.mu.Lock()
+	if rv.daemons == nil {
+		rv.daemons = map[*exec.Cmd]bool{}
+	}
+	rv.daemons[cmd] = true
+	rv.mu.Unlock()
+	go func() { // reaped when it has served every page
+		err := cmd.Wait()
+		rv.mu.Lock()
+		delete(rv.daemons, cmd)
+		rv.mu.Unlock()
+		exited <- err
+	}()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		if _, err := os.Stat(sock); err == nil {
 			return cmd, nil

@@ -151,7 +151,10 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 					}
 					st.Sent += int64(n)
 				} else {
-					oh := psHdr{cmd: psIovAddF, flags: peParent | (flags &^ (pePresent | peLazy)), nr: n, vaddr: va, dstID: h.dstID}
+					// PE_PARENT without PE_LAZY, as criu writes parent holes: criu 4.2's lazy-pages
+					// daemon spins forever on PE_PARENT|PE_LAZY entries (tried: the restored task
+					// waits in handle_userfault), so a lazy restore reads parent pages eagerly.
+					oh := psHdr{cmd: psIovAddF, flags: peParent, nr: n, vaddr: va, dstID: h.dstID}
 					if _, err := out.Write(oh.bytes()); err != nil {
 						return nil, st, err
 					}
