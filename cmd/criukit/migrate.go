@@ -153,6 +153,10 @@ every round (round 0 through criukit's deduplicating page server, later rounds a
 onto the previous round), receives the last round's other images, rewrites addresses when the
 sender asks (--map) and restores the last round with stock criu (in --netns when given).
 
+There is no authentication or encryption: whoever reaches the port can make this receiver store
+images and run criu restore on them as root. Listen on a private network, or on 127.0.0.1 behind an
+SSH tunnel (ssh -L 7700:127.0.0.1:7700 hostB, then migrate --to 127.0.0.1:7700).
+
 DIR/round-N holds round N; DIR/round-N/parent links to round N-1. Restoring by hand works too:
   criu restore -D DIR/round-LAST -d [--tcp-established]`,
 		Example: `  criukit migrate receive --listen 0.0.0.0:7700 --dir /srv/mig
