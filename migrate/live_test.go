@@ -187,7 +187,10 @@ func testWriterExact(t *testing.T, lazy bool) {
 		t.Logf("round %d final=%v written=%d criu=%d sent=%d parent=%d stored=%d wire=%d dump=%.3fs",
 			r.Round, r.Final, r.Written, r.Pages, r.Sent, r.Parent, r.Stored, r.WireBytes, r.DumpSeconds)
 	}
-	t.Logf("frozen %.3fs restore %.3fs total %.3fs wire %d", res.FrozenSeconds, res.RestoreSeconds, res.TotalSeconds, res.WireBytes)
+	t.Logf("frozen %.3fs restore %.3fs total %.3fs wire %d flat %q", res.FrozenSeconds, res.RestoreSeconds, res.TotalSeconds, res.WireBytes, res.Flat)
+	if lazy && res.Flat != "used" {
+		t.Errorf("lazy restore did not use the flat copy: %s", res.Flat)
+	}
 	if len(res.Rounds) != 4 {
 		t.Fatalf("%d rounds, want 4", len(res.Rounds))
 	}

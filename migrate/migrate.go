@@ -83,7 +83,9 @@ type Result struct {
 	FrozenRestore float64 `json:"frozen_restore_seconds"`
 	TotalSeconds  float64 `json:"total_seconds"`
 	Pid           int     `json:"pid,omitempty"` // restored root (receiver's pid namespace)
-	Dir           string  `json:"dir"`           // last round's directory on the receiver
+	Dir           string  `json:"dir"`           // directory restored on the receiver (last round, or its flat copy)
+	// Flat says whether a lazy restore used the receiver's rolled-forward flat copy ("used") or why not.
+	Flat string `json:"flat,omitempty"`
 }
 
 // Migrate moves the tree Options.Pid to the receiver at Options.To in Options.Rounds rounds.
@@ -167,7 +169,10 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 					return res, fmt.Errorf("migrate: restore on the receiver: %w", err)
 				}
 				res.FrozenRestore = time.Since(tr).Seconds()
-				res.Pid, res.RestoreSeconds = rep.Pid, rep.Seconds
+				res.Pid, res.RestoreSeconds, res.Flat = rep.Pid, rep.Seconds, rep.Flat
+				if rep.Dir != "" {
+					res.Dir = rep.Dir
+				}
 			}
 			res.FrozenSeconds = time.Since(frozenAt).Seconds()
 			break
@@ -283,7 +288,7 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 	}
 	conn := &countConn{Conn: raw}
 	defer conn.Close()
-	b, _ := json.Marshal(request{Magic: wireMagic, Op: "pages", Round: r})
+	b, _ := json.Marshal(request{Magic: wireMagic, Op: "pages", Round: r, Flat: o.Lazy && r == 0 && !final})
 	if _, err := conn.Write(append(b, '\n')); err != nil {
 		return st, nil, time.Time{}, err
 	}

@@ -38,6 +38,9 @@ type request struct {
 	Map   []string `json:"map,omitempty"`
 	Args  []string `json:"args,omitempty"` // extra criu restore arguments
 	Lazy  bool     `json:"lazy,omitempty"` // restore with criu lazy-pages (pages fault in from the local images)
+	// Flat (round 0's pages): store round 0 without dedup and keep a rolled-forward flat copy
+	// for a lazy restore (see flatImage).
+	Flat bool `json:"flat,omitempty"`
 }
 
 type reply struct {
@@ -49,6 +52,7 @@ type reply struct {
 	Pid     int     `json:"pid,omitempty"`
 	Seconds float64 `json:"seconds,omitempty"` // restore time
 	Dir     string  `json:"dir,omitempty"`
+	Flat    string  `json:"flat,omitempty"` // restore: "used", or why the flat copy was not used
 }
 
 // Receiver is the receiving side of a migration: it stores each round in Dir/round-N and restores
@@ -65,6 +69,7 @@ type Receiver struct {
 
 	mu      sync.Mutex
 	daemons map[*exec.Cmd]bool // criu lazy-pages daemons still running
+	flat    *flatImage
 }
 
 // Close kills the lazy-pages daemons that are still serving (their restored trees then fault).
@@ -141,7 +146,7 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 		if _, err := os.Lstat(dir); err == nil {
 			return reply{}, fmt.Errorf("%s exists: a receiver directory serves one migration", dir)
 		}
-		if req.Round == 0 && !rv.NoDedup {
+		if req.Round == 0 && !rv.NoDedup && !req.Flat {
 			ps, err := cow.NewPageServer(dir, nil, cow.Options{NoFrames: true})
 			if err != nil {
 				return reply{}, err
@@ -173,6 +178,12 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 			return reply{}, err
 		}
 		_, _ = io.Copy(io.Discard, rw) // until the sender closes its side
+		switch {
+		case req.Round == 0 && req.Flat:
+			rv.flat = startFlat(dir, filepath.Join(rv.Dir, "flat"))
+		case req.Round > 0 && rv.flat != nil:
+			rv.flat.apply(req.Round, dir)
+		}
 		return reply{Dir: dir, Stored: w.Stored, Parent: w.Parent}, nil
 	case "files":
 		n, err := untar(rw, dir)
@@ -181,6 +192,29 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 		if req.Round > 0 {
 			if _, err := os.Readlink(filepath.Join(dir, "parent")); err != nil {
 				return reply{}, fmt.Errorf("round %d has no parent link: %w", req.Round, err)
+			}
+		}
+		flatNote := ""
+		if req.Lazy {
+			// Lazy only from the flat copy: with a parent chain criu reads every PE_PARENT page
+			// eagerly anyway (and was seen to take minutes doing so with the lazy-pages daemon).
+			_, perr := os.Lstat(filepath.Join(dir, "parent"))
+			switch {
+			case perr != nil:
+				flatNote = "used" // no chain: the directory itself is flat (a one-shot dump)
+			case rv.flat == nil:
+				flatNote = "no flat copy (round 0 was not sent with Flat)"
+			default:
+				if err := rv.flat.usable(req.Round); err != nil {
+					flatNote = err.Error()
+				} else if d, err := rv.flat.finish(dir); err != nil {
+					flatNote = err.Error()
+				} else {
+					dir, flatNote = d, "used"
+				}
+			}
+			if flatNote != "used" {
+				flatNote += "; restored eagerly"
 			}
 		}
 		if len(req.Map) > 0 {
@@ -195,7 +229,7 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 		t0 := time.Now()
 		args := append(append([]string{}, rv.Restore...), req.Args...)
 		var daemon *exec.Cmd
-		if req.Lazy {
+		if req.Lazy && flatNote == "used" {
 			var err error
 			if daemon, err = rv.startLazyPages(dir); err != nil {
 				return reply{}, err
@@ -212,7 +246,7 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 		if err != nil {
 			return reply{}, err
 		}
-		return reply{Pid: pid, Seconds: time.Since(t0).Seconds(), Dir: dir}, nil
+		return reply{Pid: pid, Seconds: time.Since(t0).Seconds(), Dir: dir, Flat: flatNote}, nil
 	}
 	return reply{}, fmt.Errorf("unknown op %q", req.Op)
 }

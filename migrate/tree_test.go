@@ -15,6 +15,11 @@ import (
 // children's shared pages become a cow chain), later rounds chain onto it; after the restore every
 // process' checksum is the one before the move.
 func TestMigrateForkedTree(t *testing.T) {
+	t.Run("eager", func(t *testing.T) { testForkedTree(t, false) })
+	t.Run("lazy", func(t *testing.T) { testForkedTree(t, true) })
+}
+
+func testForkedTree(t *testing.T, lazy bool) {
 	criu := harness.Criu(t)
 	h := newHosts(t)
 	p := harness.Start(t, "cow", harness.WithNetns(h.A), harness.WithArgs("-mib", "16", "-children", "3", "-mode", "div10"))
@@ -24,7 +29,7 @@ func TestMigrateForkedTree(t *testing.T) {
 	t.Cleanup(rv.Close)
 	res, err := Migrate(context.Background(), Options{
 		Pid: p.Pid, Dial: Local(rv), Netns: h.A, Rounds: 3, Pause: 100 * time.Millisecond, Criu: criu,
-		DumpArgs: []string{"--network-lock", "skip"},
+		DumpArgs: []string{"--network-lock", "skip"}, Lazy: lazy,
 		AfterDump: func() error {
 			p.Kill()
 			for _, pid := range pids {
@@ -44,7 +49,10 @@ func TestMigrateForkedTree(t *testing.T) {
 		t.Logf("round %d: tracked %d processes, written %d, criu read %d, sent %d, parent %d, deduped %d",
 			x.Round, x.Tracked, x.Written, x.Pages, x.Sent, x.Parent, x.Deduped)
 	}
-	if res.Rounds[0].Deduped == 0 {
+	if lazy && res.Flat != "used" {
+		t.Errorf("lazy: flat copy not used: %s", res.Flat)
+	}
+	if !lazy && res.Rounds[0].Deduped == 0 { // lazy stores round 0 flat (no dedup)
 		t.Errorf("round 0: nothing deduplicated in a forked tree")
 	}
 	if x := res.Rounds[len(res.Rounds)-1]; x.Tracked != len(pids) || x.Parent == 0 {

@@ -165,3 +165,21 @@ func FuzzUntar(f *testing.F) {
 		}
 	})
 }
+
+func TestUncovered(t *testing.T) {
+	a := []span{{0, 10}, {20, 30}, {40, 50}}
+	b := []span{{0, 5}, {7, 8}, {20, 30}, {45, 60}}
+	got := uncovered(a, b)
+	want := []span{{5, 7}, {8, 10}, {40, 45}}
+	if len(got) != len(want) {
+		t.Fatalf("%v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%v, want %v", got, want)
+		}
+	}
+	if r := uncovered(b[:1], a); len(r) != 0 {
+		t.Fatalf("%v", r)
+	}
+}
