@@ -157,11 +157,12 @@ func checkWriter(t testing.TB, pid int, info map[string]uint64) uint64 {
 // rounds (3 with --leave-running while it writes, the last frozen) to another netns over TCP, and
 // checks that every page holds its value at the freeze.
 func TestMigrateWriterExact(t *testing.T) {
-	t.Run("eager", func(t *testing.T) { testWriterExact(t, false) })
-	t.Run("lazy", func(t *testing.T) { testWriterExact(t, true) })
+	t.Run("eager", func(t *testing.T) { testWriterExact(t, false, false) })
+	t.Run("flat", func(t *testing.T) { testWriterExact(t, false, true) })
+	t.Run("lazy", func(t *testing.T) { testWriterExact(t, true, false) })
 }
 
-func testWriterExact(t *testing.T, lazy bool) {
+func testWriterExact(t *testing.T, lazy, flat bool) {
 	criu := harness.Criu(t)
 	h := newHosts(t)
 	rv := &Receiver{Dir: t.TempDir(), Netns: h.B, Criu: criu}
@@ -174,9 +175,9 @@ func testWriterExact(t *testing.T, lazy bool) {
 		Pid: p.Pid, To: addr, DialNetns: h.A, Netns: h.A, Rounds: 4, Pause: 300 * time.Millisecond, Criu: criu,
 		DumpArgs:    []string{"--network-lock", "skip"},
 		RestoreArgs: []string{"--leave-stopped"},
-		Lazy:        lazy,
-		AfterDump:   func() error { return waitGone(p.Pid, 10*time.Second) },
-		Progress:    func(r RoundStats) { rounds = append(rounds, r) },
+		Lazy:        lazy, Flat: flat,
+		AfterDump: func() error { return waitGone(p.Pid, 10*time.Second) },
+		Progress:  func(r RoundStats) { rounds = append(rounds, r) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +189,7 @@ func testWriterExact(t *testing.T, lazy bool) {
 			r.Round, r.Final, r.Written, r.Pages, r.Sent, r.Parent, r.Stored, r.WireBytes, r.DumpSeconds)
 	}
 	t.Logf("frozen %.3fs restore %.3fs total %.3fs wire %d flat %q", res.FrozenSeconds, res.RestoreSeconds, res.TotalSeconds, res.WireBytes, res.Flat)
-	if lazy && res.Flat != "used" {
+	if (lazy || flat) && res.Flat != "used" {
 		t.Errorf("lazy restore did not use the flat copy: %s", res.Flat)
 	}
 	if len(res.Rounds) != 4 {

@@ -42,6 +42,10 @@ type Options struct {
 	// Lazy restores with criu lazy-pages on the receiver: the tree runs as soon as its state is
 	// restored and its pages fault in from the received images (a daemon copies the rest).
 	Lazy bool
+	// Flat makes the receiver store round 0 without dedup and keep a flat copy that every later
+	// round rolls forward in place; the restore reads that copy instead of the parent chain (criu
+	// restores deep, fragmented chains slowly). Lazy implies it.
+	Flat bool
 	// AfterDump runs after the last dump, before the restore (e.g. to wait until the dumped tree is
 	// reaped: a restore on the same machine reuses its pids).
 	AfterDump func() error
@@ -288,7 +292,7 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 	}
 	conn := &countConn{Conn: raw}
 	defer conn.Close()
-	b, _ := json.Marshal(request{Magic: wireMagic, Op: "pages", Round: r, Flat: o.Lazy && r == 0 && !final})
+	b, _ := json.Marshal(request{Magic: wireMagic, Op: "pages", Round: r, Flat: (o.Lazy || o.Flat) && r == 0 && !final})
 	if _, err := conn.Write(append(b, '\n')); err != nil {
 		return st, nil, time.Time{}, err
 	}

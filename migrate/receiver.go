@@ -195,25 +195,26 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 			}
 		}
 		flatNote := ""
+		if rv.flat != nil {
+			if err := rv.flat.usable(req.Round); err != nil {
+				flatNote = err.Error()
+			} else if d, err := rv.flat.finish(dir); err != nil {
+				flatNote = err.Error()
+			} else {
+				dir, flatNote = d, "used"
+			}
+		}
+		lazy := false
 		if req.Lazy {
-			// Lazy only from the flat copy: with a parent chain criu reads every PE_PARENT page
-			// eagerly anyway (and was seen to take minutes doing so with the lazy-pages daemon).
+			// Lazy only without a chain (or from the flat copy): criu reads PE_PARENT pages eagerly
+			// anyway, and was seen to take minutes doing so with the lazy-pages daemon.
 			_, perr := os.Lstat(filepath.Join(dir, "parent"))
 			switch {
-			case perr != nil:
-				flatNote = "used" // no chain: the directory itself is flat (a one-shot dump)
+			case flatNote == "used" || perr != nil:
+				lazy = true
 			case rv.flat == nil:
-				flatNote = "no flat copy (round 0 was not sent with Flat)"
+				flatNote = "no flat copy (round 0 was not sent with Flat); restored eagerly"
 			default:
-				if err := rv.flat.usable(req.Round); err != nil {
-					flatNote = err.Error()
-				} else if d, err := rv.flat.finish(dir); err != nil {
-					flatNote = err.Error()
-				} else {
-					dir, flatNote = d, "used"
-				}
-			}
-			if flatNote != "used" {
 				flatNote += "; restored eagerly"
 			}
 		}
@@ -229,7 +230,7 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 		t0 := time.Now()
 		args := append(append([]string{}, rv.Restore...), req.Args...)
 		var daemon *exec.Cmd
-		if req.Lazy && flatNote == "used" {
+		if lazy {
 			var err error
 			if daemon, err = rv.startLazyPages(dir); err != nil {
 				return reply{}, err

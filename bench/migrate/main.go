@@ -52,7 +52,7 @@ func main() {
 	}
 	mib := flag.Int("mib", 1024, "buffer size of the writer in MiB")
 	rates := flag.String("rates", "1,10", "write rates in percent of the buffer's pages per second")
-	rounds := flag.String("rounds", "1,3,5,5+lazy", "criukit migrate round counts (N+lazy: restore with criu lazy-pages)")
+	rounds := flag.String("rounds", "1,3,5,5+lazy", "criukit migrate round counts (N+lazy: restore with criu lazy-pages from the receiver's flat copy; N+flat: eager restore from it)")
 	stockLazy := flag.Bool("stock-lazy", true, "also run the stock one-shot with a lazy-pages restore")
 	pause := flag.Duration("pause", 0, "pause between rounds")
 	asJSON := flag.Bool("json", false, "print rows as JSON")
@@ -204,6 +204,7 @@ func one(mib int, ratePct float64, mode string, pause time.Duration) (row, error
 	}
 	var res *migrate.Result
 	mode, o.Lazy = strings.CutSuffix(mode, "+lazy")
+	mode, o.Flat = strings.CutSuffix(mode, "+flat")
 	if mode == "stock" {
 		res, err = migrate.OneShot(ctx, o)
 	} else {

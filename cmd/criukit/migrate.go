@@ -137,6 +137,7 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 	f.StringArrayVar(&restoreArgs, "restore-arg", nil, "extra criu restore argument (repeat)")
 	f.BoolVar(&waitSource, "wait-source", false, "with --to: wait until the dumped tree is gone before the restore (receiver on this machine; always on with --to-netns)")
 	f.BoolVar(&o.Lazy, "lazy", false, "restore with criu lazy-pages from a flat copy the receiver rolls forward every round: the tree runs once its state is restored, its memory faults in (round 0 is then not deduplicated)")
+	f.BoolVar(&o.Flat, "flat", false, "restore from a flat copy the receiver rolls forward every round instead of the parent chain (faster restore of many rounds; round 0 is then not deduplicated)")
 	f.BoolVar(&o.NoRestore, "no-restore", false, "stop when the last round's images are on the receiver")
 	f.StringVar(&o.WorkDir, "work-dir", "", "keep criu's local images and logs of every round here (default: a temp dir, removed)")
 	f.BoolVar(&asJSON, "json", false, "print the result (rounds, bytes, times) as JSON")
