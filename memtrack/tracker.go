@@ -76,6 +76,12 @@ type Interval struct {
 type Options struct {
 	// FollowNew arms writable private anonymous VMAs that appear after Attach, at every Scan.
 	FollowNew bool
+	// NoUnpopulated leaves unpopulated pages alone (no UFFD_FEATURE_WP_UNPOPULATED; Attach and Scan
+	// protect only populated pages). Writes to them are still seen (a new page is not
+	// write-protected), but no pte markers are installed: the kernel reports markers as swapped
+	// pages, so a `criu dump` of a tracked process would read and store every unpopulated page of a
+	// tracked VMA (as zeros) and its restore would allocate them. migrate sets it.
+	NoUnpopulated bool
 }
 
 var pageSize = uint64(os.Getpagesize())
@@ -110,7 +116,7 @@ func Attach(pid int, opts Options) (*Tracker, error) {
 		}
 		return nil, err
 	}
-	if err := uffdAPIHandshake(fd); err != nil {
+	if err := uffdAPIHandshake(fd, opts.NoUnpopulated); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("memtrack: pid %d: %w: %w", pid, ErrNotSupported, err)
 	}
@@ -165,7 +171,7 @@ func (t *Tracker) arm(vmas []VMA, initial bool) (int, error) {
 				// Registered but partly outside our regions: the VMA grew (e.g. brk). Protect and
 				// track the new part.
 				for _, g := range gaps {
-					if uffdWriteProtect(t.uffd, g.Start, g.End) == nil {
+					if t.protect(g.Start, g.End) == nil {
 						t.add(g.Start, g.End, v)
 						added++
 					}
@@ -190,7 +196,7 @@ func (t *Tracker) arm(vmas []VMA, initial bool) (int, error) {
 			}
 			return added, fmt.Errorf("memtrack: pid %d: UFFDIO_REGISTER %#x-%#x (%s): %w", t.pid, v.Start, v.End, v.Label(), err)
 		}
-		if err := uffdWriteProtect(t.uffd, v.Start, v.End); err != nil {
+		if err := t.protect(v.Start, v.End); err != nil {
 			_ = uffdUnregister(t.uffd, v.Start, v.End)
 			if !initial {
 				continue
@@ -202,6 +208,50 @@ func (t *Tracker) arm(vmas []VMA, initial bool) (int, error) {
 	}
 	sort.Slice(t.regions, func(i, j int) bool { return t.regions[i].Start < t.regions[j].Start })
 	return added, nil
+}
+
+// protect write-protects [start,end). With NoUnpopulated only its populated (present or swapped)
+// runs: UFFDIO_WRITEPROTECT installs a pte marker on every empty pte of the range, and the kernel
+// reports markers as swapped pages (pagemap PM_SWAP, PAGEMAP_SCAN PAGE_IS_SWAPPED), so `criu dump`
+// would store each of them as a page of zeros and the restore would allocate it. An unprotected
+// empty pte needs no marker: the page a later write allocates has no uffd-wp bit, so Scan reports
+// it as written. Pages populated while this runs are reported as written too (a superset).
+func (t *Tracker) protect(start, end uint64) error {
+	if !t.opts.NoUnpopulated {
+		return uffdWriteProtect(t.uffd, start, end)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", t.pid))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	vec := make([]pageRegion, 512)
+	for cur := start; cur < end; {
+		arg := pmScanArg{
+			Size:              uint64(unsafe.Sizeof(pmScanArg{})),
+			Start:             cur,
+			End:               end,
+			Vec:               uint64(uintptr(unsafe.Pointer(&vec[0]))),
+			VecLen:            uint64(len(vec)),
+			CategoryAnyofMask: pageIsPresent | pageIsSwapped,
+			Return:            pageIsPresent | pageIsSwapped,
+		}
+		n, err := ioctl(int(f.Fd()), pagemapScan, unsafe.Pointer(&arg))
+		runtime.KeepAlive(vec)
+		if err != nil {
+			return err
+		}
+		for _, r := range vec[:n] {
+			if err := uffdWriteProtect(t.uffd, r.Start, r.End); err != nil {
+				return err
+			}
+		}
+		if arg.WalkEnd <= cur {
+			break
+		}
+		cur = arg.WalkEnd
+	}
+	return nil
 }
 
 func (t *Tracker) add(start, end uint64, v VMA) {
@@ -372,6 +422,11 @@ func (t *Tracker) scanRange(fd int, r *Region, byRegion map[int]*RegionWrites, r
 			VecLen:       uint64(len(t.vec)),
 			CategoryMask: pageIsWritten | pageIsWPAllowed,
 			Return:       pageIsWritten,
+		}
+		if t.opts.NoUnpopulated {
+			// Empty ptes of a VMA without WP_UNPOPULATED count as written, and WP_MATCHING
+			// would put a marker on each: only populated pages are reported and re-protected.
+			arg.CategoryAnyofMask = pageIsPresent | pageIsSwapped
 		}
 		n, err := ioctl(fd, pagemapScan, unsafe.Pointer(&arg))
 		if err != nil {

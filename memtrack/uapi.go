@@ -28,6 +28,8 @@ const (
 
 	pageIsWPAllowed = 1 << 0
 	pageIsWritten   = 1 << 1
+	pageIsPresent   = 1 << 3
+	pageIsSwapped   = 1 << 4
 )
 
 type uffdioAPIArg struct {
@@ -71,11 +73,16 @@ func ioctl(fd int, req uintptr, arg unsafe.Pointer) (uintptr, error) {
 	}
 }
 
-// uffdAPIHandshake enables async write-protect (including unpopulated pages) on a fresh uffd.
-func uffdAPIHandshake(fd int) error {
+// uffdAPIHandshake enables async write-protect (including unpopulated pages unless noUnpop) on a
+// fresh uffd.
+func uffdAPIHandshake(fd int, noUnpop bool) error {
 	a := uffdioAPIArg{API: uffdAPI, Features: uffdFeatureWPAsync | uffdFeatureWPUnpopulated}
+	what := "WP_ASYNC|WP_UNPOPULATED"
+	if noUnpop {
+		a.Features, what = uffdFeatureWPAsync, "WP_ASYNC"
+	}
 	if _, err := ioctl(fd, uffdioAPI, unsafe.Pointer(&a)); err != nil {
-		return fmt.Errorf("UFFDIO_API with WP_ASYNC|WP_UNPOPULATED (needs Linux >= 6.7): %w", err)
+		return fmt.Errorf("UFFDIO_API with %s (needs Linux >= 6.7): %w", what, err)
 	}
 	return nil
 }

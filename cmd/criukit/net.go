@@ -117,7 +117,14 @@ Connections whose peer is outside the images are listed with their fate: after a
 resets them unless NAT or a virtual IP hides it; --close-external restores those closed instead.
 The report (table, or --json) lists every inet socket, the changed files and warnings.
 
-Restore the result with criu restore --tcp-established in a netns that has the new addresses.`,
+Restore the result with criu restore --tcp-established in a netns that has the new addresses.
+
+When the peer of a connection was dumped separately (the other end in another dump, e.g. a
+client in netns A and a server in netns B, both rewritten), restore them together with
+  criukit restore --group A.moved@/run/netns/A2 --group B.moved@/run/netns/B2 --tcp-established
+Restored one after the other with plain criu, the first end sends to the second's new address
+before it exists, that netns answers RST and the connection is reset; the group restore drops the
+group's packets in every target netns until the last end is back.`,
 		Example: `  # move a tree from 10.11.0.x to 10.22.0.x (target netns already has the addresses)
   criukit net rewrite --map 10.11.0.0/24=10.22.0.0/24 --declare-present 10.22.0.0/24 img img-moved
   criukit net rewrite --map 10.11.0.0/24=10.22.0.0/24 --target-netns /run/netns/B img img-moved

@@ -22,9 +22,11 @@ When the images directory (-D/--images-dir, default .) was deduped by 'criukit c
                 chain: criu exits 0 but the restored children get zeroed memory;
   --stream      criu-image-streamer cannot follow the parent chain;
   --lazy-pages  lazy restore through the parent chain is not verified.
-Run 'criukit cow materialize DIR OUT' to get a stock directory for those.`,
+Run 'criukit cow materialize DIR OUT' to get a stock directory for those.` + restoreGroupHelp,
 	Example: `  criukit restore -D /tmp/imgs.cow -d --pidfile /tmp/pid
-  criukit restore -D /tmp/imgs.cow --restore-detached -v4 -o restore.log`,
+  criukit restore -D /tmp/imgs.cow --restore-detached -v4 -o restore.log
+  # both ends of a connection, dumped separately and rewritten, into their new netns
+  criukit restore --group cli.moved@/run/netns/a2 --group srv.moved@/run/netns/b2 --tcp-established`,
 	DisableFlagParsing: true,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		for _, a := range args {
@@ -34,6 +36,12 @@ Run 'criukit cow materialize DIR OUT' to get a stock directory for those.`,
 			if a == "-h" || a == "--help" {
 				return cmd.Help()
 			}
+		}
+		if members, rest, asJSON, ok, err := groupMembers(args); ok || err != nil {
+			if err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			return runGroupRestore(members, rest, asJSON)
 		}
 		if err := cow.CheckRestoreArgs(args); err != nil {
 			return fmt.Errorf("restore: %w", err)
