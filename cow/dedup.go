@@ -12,6 +12,7 @@ import (
 	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	pstree "github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/outfile"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -306,14 +307,10 @@ func (r *runs) skip(n, m int64) {
 	}
 }
 
-// writePagemap streams a pagemap image (head + entries) to path (temp file + rename).
+// writePagemap streams a pagemap image (head + entries) to path (internal/outfile: temp file + rename).
 func writePagemap(path string, like *image.Image, pagesID uint32, ents []pment) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = func() error {
+	err := outfile.Write(path, func(f io.Writer) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
 		w, err := image.NewWriter(bw, filepath.Base(path), like.Desc, like.Head)
 		if err != nil {
 			return err
@@ -336,18 +333,8 @@ func writePagemap(path string, like *image.Image, pagesID uint32, ents []pment) 
 			}
 		}
 		return bw.Flush()
-	}()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
+	})
 	if err != nil {
-		os.Remove(f.Name())
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

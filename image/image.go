@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
+
+	"github.com/criukit/criukit/internal/outfile"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -185,36 +185,9 @@ func DefaultHead(d *Desc) []uint32 {
 	return []uint32{d.Head, d.MagicValue}
 }
 
-// WriteFile encodes img to path atomically (temp file in the same directory, then rename).
+// WriteFile encodes img to path with internal/outfile: a temporary file in the same directory,
+// fsynced and renamed (mode of the file replaced, else 0644); devices and FIFOs are written in place,
+// directories refused.
 func WriteFile(path string, img *Image) error {
-	return writeAtomic(path, img.Encode)
-}
-
-func writeAtomic(path string, fill func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
+	return outfile.Write(path, img.Encode)
 }

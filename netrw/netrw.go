@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/criukit/criukit/netrw/addrmap"
 )
 
@@ -265,7 +266,11 @@ func writeDir(src, out string, changed map[string][]byte, remove []string, inPla
 		}
 		from, to := filepath.Join(src, n), filepath.Join(tmp, n)
 		if b, ok := changed[n]; ok {
-			if err := os.WriteFile(to, b, 0o600); err != nil {
+			mode := outfile.DefaultMode
+			if st, err := os.Stat(from); err == nil {
+				mode = st.Mode().Perm() // keep the original's mode (files.img is 0644 from criu)
+			}
+			if err := outfile.WriteMode(to, mode, func(w io.Writer) error { _, err := w.Write(b); return err }); err != nil {
 				return err
 			}
 			continue

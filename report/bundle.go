@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/criukit/criukit/anonymize"
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/criukit/criukit/report/knownissues"
 )
 
@@ -265,35 +264,11 @@ func mergeMatches(have, add []*knownissues.Match) []*knownissues.Match {
 var bundleTime = time.Unix(0, 0).UTC()
 
 // writeBundle writes a deterministic tar.gz (sorted members, fixed mtimes/owners, gzip header
-// without name and mtime) to a temp file next to out, then renames it.
+// without name and mtime) with internal/outfile (temp file next to out, fsync, rename).
 func writeBundle(out string, names []string, members map[string][]byte) error {
-	var sfx [6]byte
-	rand.Read(sfx[:])
-	tmp := out + ".partial-" + hex.EncodeToString(sfx[:])
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("report: bundle: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := WriteTarGz(f, names, members); err != nil {
+	if err := outfile.Write(out, func(w io.Writer) error { return WriteTarGz(w, names, members) }); err != nil {
 		return fmt.Errorf("report: bundle %s: %w", out, err)
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return fmt.Errorf("report: bundle: %w", err)
-	}
-	ok = true
 	return nil
 }
 

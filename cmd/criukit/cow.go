@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/criukit/criukit/cow"
 	"github.com/criukit/criukit/internal/criurun"
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/spf13/cobra"
 )
 
@@ -106,16 +108,8 @@ from the process of that color.`,
 			return fmt.Errorf("cow stats: %w", err)
 		}
 		if svg != "" {
-			f, err := os.Create(svg)
-			if err != nil {
-				return err
-			}
-			if err := cow.WriteSVG(f, res); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
+			if err := outfile.Write(svg, func(w io.Writer) error { return cow.WriteSVG(w, res) }); err != nil {
+				return fmt.Errorf("cow stats --svg: %w", err)
 			}
 		}
 		return printResult(res, asJSON)

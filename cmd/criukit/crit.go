@@ -14,6 +14,7 @@ import (
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/image/critjson"
 	"github.com/criukit/criukit/image/explore"
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/spf13/cobra"
 )
 
@@ -189,7 +190,7 @@ func critDecode(stdin io.Reader, stdout io.Writer, in, out string, o critjson.Op
 		bw.WriteByte('\n')
 		return bw.Flush()
 	}
-	return writeFileAtomic(out, js)
+	return outfile.WriteFile(out, append(js, '\n'))
 }
 
 func critEncode(stdin io.Reader, stdout io.Writer, in, out string) error {
@@ -219,28 +220,6 @@ func critEncode(stdin io.Reader, stdout io.Writer, in, out string) error {
 		return img.Encode(stdout)
 	}
 	return image.WriteFile(out, img)
-}
-
-// writeFileAtomic writes data to a temporary file next to path and renames it.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 func critInfo(stdout io.Writer, path string) error {
