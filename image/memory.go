@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 
 	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 )
@@ -67,6 +68,7 @@ type Memory struct {
 	parent   *Memory
 	parentOK bool
 	parentEr error
+	mu       sync.Mutex // guards pages, parent*: ReadAt may be called in parallel (io.ReaderAt)
 }
 
 // OpenMemory opens the memory of task pid in an images directory (pagemap-<pid>.img + pages-<id>.img).
@@ -126,6 +128,8 @@ func (m *Memory) PagesFile() string {
 
 // Close closes the pages files (also of parents).
 func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var err error
 	if m.pages != nil {
 		err = m.pages.Close()
@@ -148,6 +152,8 @@ func (m *Memory) find(va uint64) (PageRange, bool) {
 }
 
 func (m *Memory) getParent() (*Memory, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.parentOK {
 		return m.parent, m.parentEr
 	}
@@ -242,15 +248,25 @@ func (m *Memory) ReadAt(p []byte, vaddr int64) (int, error) {
 	return done, nil
 }
 
-func (m *Memory) readPages(p []byte, off int64) (int, error) {
+func (m *Memory) pagesFile() (*os.File, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.pages == nil {
 		f, err := os.Open(m.PagesFile())
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		m.pages = f
 	}
-	n, err := m.pages.ReadAt(p, off)
+	return m.pages, nil
+}
+
+func (m *Memory) readPages(p []byte, off int64) (int, error) {
+	f, err := m.pagesFile()
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.ReadAt(p, off)
 	if err == io.EOF {
 		err = &FormatError{File: filepath.Base(m.PagesFile()), Offset: off + int64(n), Entry: -1,
 			Err: fmt.Errorf("%w: pages file ends before the pagemap says", ErrTruncated)}
