@@ -41,8 +41,19 @@ func ReadDir(dir string) ([]FileInfo, error) {
 			out = append(out, fi)
 			continue
 		}
-		if st, err := de.Info(); err == nil {
+		st, err := de.Info()
+		if err == nil {
 			fi.Size = st.Size()
+		}
+		if de.Type()&os.ModeType != 0 || (err == nil && !st.Mode().IsRegular()) {
+			// FIFOs, sockets, devices: never opened (a FIFO would block the listing).
+			if err == nil {
+				fi.Err = checkRegular(p, st)
+			} else {
+				fi.Err = err
+			}
+			out = append(out, fi)
+			continue
 		}
 		if d, err := Classify(fi.Name); err == nil {
 			fi.Kind, fi.Type, fi.Magic = d.Kind, d.Name, d.Magic
@@ -56,7 +67,8 @@ func ReadDir(dir string) ([]FileInfo, error) {
 	return out, nil
 }
 
-// CountEntries counts the framed entries of an image file without reading extras.
+// CountEntries counts the framed entries of an image file by walking the framing (Reader.Skip):
+// extras are skipped and payloads of images without extras are not parsed.
 func CountEntries(path string) (int, error) {
 	r, err := Open(path)
 	if err != nil {
@@ -65,7 +77,7 @@ func CountEntries(path string) (int, error) {
 	defer r.Close()
 	n := 0
 	for {
-		_, err := r.Next()
+		_, err := r.Skip()
 		if err == io.EOF {
 			return n, nil
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -140,57 +139,77 @@ func stdinName(head []byte) (string, error) {
 }
 
 func critDecode(stdin io.Reader, stdout io.Writer, in, out string, o critjson.Options) error {
-	var img *image.Image
-	var err error
+	var rd *image.Reader
 	if in == "" {
-		data, err := io.ReadAll(stdin)
+		// Streamed: only the magic is looked at before the reader takes over.
+		br := bufio.NewReaderSize(stdin, 64<<10)
+		head, _ := br.Peek(8)
+		name, err := stdinName(head)
 		if err != nil {
 			return err
 		}
-		name, err := stdinName(data)
-		if err != nil {
+		if rd, err = image.NewReader(br, name); err != nil {
 			return err
 		}
-		if img, err = image.Decode(bytes.NewReader(data), name); err != nil {
-			return err
-		}
-		img.Name = "stdin"
 	} else {
-		d, cerr := image.Classify(in)
-		switch {
-		case cerr == nil && d.Kind == image.KindRaw && d.Raw == image.RawPages:
-			return fmt.Errorf("%s: %w", in, critjson.ErrPages)
-		case cerr != nil:
-			// Not a CRIU file name (renamed image?): recognise it by its magic, like crit.
-			data, err := os.ReadFile(in)
-			if err != nil {
-				return err
-			}
-			name, err := stdinName(data)
+		var err error
+		if rd, err = image.Open(in); err != nil {
+			return err
+		}
+		if rd.Desc().Kind == image.KindUnknown {
+			// Not a CRIU file name (renamed image?): recognise it by its magic, like crit, reading
+			// 8 bytes (not the whole file).
+			var head [8]byte
+			n, _ := io.ReadFull(rd.Raw(), head[:])
+			rd.Close()
+			name, err := stdinName(head[:n])
 			if err != nil {
 				return fmt.Errorf("%s: %w", in, err)
 			}
-			if img, err = image.Decode(bytes.NewReader(data), name); err != nil {
+			if rd, err = image.OpenAs(in, name); err != nil {
 				return fmt.Errorf("%s: %w", in, err)
-			}
-			img.Name = filepath.Base(in)
-		default:
-			if img, err = image.ReadFile(in); err != nil {
-				return err
 			}
 		}
+		defer rd.Close()
+		if d := rd.Desc(); d.Kind == image.KindRaw && d.Raw == image.RawPages {
+			return fmt.Errorf("%s: %w", in, critjson.ErrPages)
+		}
+	}
+	// write sends the JSON to stdout (with crit's trailing newline) or to the output file (without).
+	write := func(fill func(w io.Writer) error) error {
+		if out == "" || out == outfile.Stdout {
+			bw := bufio.NewWriterSize(stdout, 64<<10)
+			if err := fill(bw); err != nil {
+				return err
+			}
+			bw.WriteByte('\n')
+			return bw.Flush()
+		}
+		return outfile.Write(out, func(w io.Writer) error {
+			bw := bufio.NewWriterSize(w, 64<<10)
+			if err := fill(bw); err != nil {
+				return err
+			}
+			return bw.Flush() // no trailing newline in files, like crit
+		})
+	}
+	if d := rd.Desc(); d.Kind == image.KindRaw {
+		// Raw images (tmpfs tarballs can be big) are streamed: constant memory.
+		return write(func(w io.Writer) error { return critjson.MarshalRaw(w, rd.Name(), d, rd.Raw(), o) })
+	}
+	img, err := rd.ReadAll()
+	if err != nil {
+		return err
+	}
+	if in == "" {
+		img.Name = "stdin"
 	}
 	js, err := critjson.Marshal(img, o)
 	if err != nil {
 		return err
 	}
-	if out == "" {
-		bw := bufio.NewWriter(stdout)
-		bw.Write(js)
-		bw.WriteByte('\n')
-		return bw.Flush()
-	}
-	return outfile.WriteFile(out, append(js, '\n'))
+	img = nil
+	return write(func(w io.Writer) error { _, err := w.Write(js); return err })
 }
 
 func critEncode(stdin io.Reader, stdout io.Writer, in, out string) error {
@@ -243,7 +262,7 @@ func critInfo(stdout io.Writer, path string) error {
 	} else {
 		n := 0
 		for {
-			_, err := rd.Next()
+			_, err := rd.Skip() // framing only: no payload held or parsed, constant memory
 			if err == io.EOF {
 				break
 			}
