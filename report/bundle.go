@@ -159,7 +159,7 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 		}
 	}
 	anonOut := filepath.Join(work, "anon")
-	man, err := anonymize.Run(in, anonOut, anonymize.Options{Level: o.Level, Key: o.Key, Secrets: o.Secrets,
+	man, err := anonymize.RunContext(ctx, in, anonOut, anonymize.Options{Level: o.Level, Key: o.Key, Secrets: o.Secrets,
 		Logs: append(extraLogs, envPath), MapOut: o.MapOut, Version: o.Version})
 	if err != nil {
 		return nil, fmt.Errorf("report: anonymize: %w", err)

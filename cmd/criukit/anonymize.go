@@ -106,7 +106,7 @@ maintainer's machine.`,
 		if len(args) != 2 {
 			return fmt.Errorf("anonymize: OUTDIR is required at level %s", lvl)
 		}
-		man, err := anonymize.Run(args[0], args[1], o)
+		man, err := anonymize.RunContext(cmd.Context(), args[0], args[1], o)
 		clearProgress(o)
 		if err != nil {
 			return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -65,7 +64,7 @@ Not yet: veth/bridge setup for traffic from outside the copies' netns.`,
 				}
 				o.Pool = p.Masked()
 			}
-			res, err := clone.Clone(context.Background(), args[0], o)
+			res, err := clone.Clone(cmd.Context(), args[0], o)
 			if res != nil {
 				if perr := printClone(res, jsonOut); perr != nil && err == nil {
 					err = perr

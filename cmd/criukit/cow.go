@@ -59,9 +59,9 @@ atomically (renameat2 RENAME_EXCHANGE). Incremental dumps (pre-dump parent chain
 		case inPlace && len(args) == 2:
 			return fmt.Errorf("cow dedup: give OUTDIR or --in-place, not both")
 		case inPlace:
-			res, err = cow.DedupInPlace(args[0], opt)
+			res, err = cow.DedupInPlaceContext(cmd.Context(), args[0], opt)
 		case len(args) == 2:
-			res, err = cow.Dedup(args[0], args[1], opt)
+			res, err = cow.DedupContext(cmd.Context(), args[0], args[1], opt)
 		default:
 			return fmt.Errorf("cow dedup: give OUTDIR (a new directory) or --in-place")
 		}
@@ -82,7 +82,7 @@ exist; DIR is not modified.`,
 	Example: `  criukit cow materialize /tmp/imgs.cow /tmp/imgs.stock`,
 	Args:    cobra.ExactArgs(2),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		if err := cow.Materialize(args[0], args[1]); err != nil {
+		if err := cow.MaterializeContext(cmd.Context(), args[0], args[1]); err != nil {
 			return fmt.Errorf("cow materialize: %w", err)
 		}
 		fmt.Printf("materialized %s into %s\n", args[0], args[1])

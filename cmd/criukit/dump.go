@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/criukit/criukit/ghosts"
 	"github.com/criukit/criukit/internal/criurun"
@@ -140,9 +137,7 @@ func runDump(cmd *cobra.Command, args []string) error {
 	if c.Pid == 0 || c.ImagesDir == "" {
 		return fmt.Errorf("dump: -t PID and -D DIR are required (see criukit dump --help)")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	res, err := ghosts.Dump(ctx, c)
+	res, err := ghosts.Dump(cmd.Context(), c)
 	if asJSON && res != nil {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/criukit/criukit/memtrack"
@@ -57,12 +53,7 @@ Needs root (ptrace + userfaultfd in another process) and Linux >= 6.7.`,
 			if pid <= 0 {
 				return fmt.Errorf("--pid is required")
 			}
-			parent := cmd.Context()
-			if parent == nil {
-				parent = context.Background()
-			}
-			ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // cancelled by SIGINT/SIGTERM (main)
 			out := cmd.OutOrStdout()
 			opts := memtrack.RunOptions{Interval: interval, Duration: dur, Ranges: ranges, FollowNew: followNew}
 			if !asJSON && !quiet {

@@ -146,7 +146,7 @@ Restore the result with criu restore --tcp-established in a netns that has the n
 			if err != nil {
 				return fmt.Errorf("--declare-present: %w", err)
 			}
-			rep, err := netrw.Rewrite(args[0], netrw.RewriteOptions{Map: m, Ports: pm, CloseExternal: closeExt, Present: pr,
+			rep, err := netrw.RewriteContext(cmd.Context(), args[0], netrw.RewriteOptions{Map: m, Ports: pm, CloseExternal: closeExt, Present: pr,
 				TargetNetns: target, Output: out})
 			return o.print(rep, err)
 		},

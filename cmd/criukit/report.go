@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -78,7 +77,7 @@ it prints a prefilled new-issue URL and the equivalent "gh issue create" command
 				return fmt.Errorf("report: %w", err)
 			}
 		}
-		res, err := report.Build(context.Background(), reportFlags.out, o)
+		res, err := report.Build(cmd.Context(), reportFlags.out, o)
 		if err != nil {
 			return err
 		}
@@ -132,7 +131,7 @@ func submitIssue(cmd *cobra.Command, res *report.Result) error {
 			return nil
 		}
 	}
-	cr, err := report.Submit(context.Background(), nil, reportFlags.apiURL, token, repo, is)
+	cr, err := report.Submit(cmd.Context(), nil, reportFlags.apiURL, token, repo, is)
 	if err != nil {
 		return err
 	}
