@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/criukit/criukit/internal/criurun"
+	"github.com/criukit/criukit/internal/harness"
+	"github.com/criukit/criukit/internal/testenv"
+)
+
+// dumpBigMemory dumps a python3 process holding 256 MiB of written pages (distinct content per page,
+// so dedup has work to do) and returns the images directory.
+func dumpBigMemory(t *testing.T) string {
+	testenv.Root(t)
+	criu := harness.Criu(t)
+	py := testenv.Command(t, "/usr/bin/python3")
+	dir := t.TempDir()
+	ready := filepath.Join(dir, "ready")
+	cmd := exec.Command("setsid", py, "-c", `import time
+b = bytearray(256 << 20)
+for i in range(0, len(b), 4096):
+    b[i:i+8] = i.to_bytes(8, "little")
+open("`+ready+`", "w").close()
+time.sleep(1000)`)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); cmd.Wait() })
+	for dl := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(dl) {
+			t.Fatal("workload not ready")
+		}
+	}
+	imgs := filepath.Join(dir, "images")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := criurun.Dump(ctx, pid, criurun.Opts{Criu: criu, ImagesDir: imgs, LogFile: filepath.Join(dir, "dump.log"),
+		Args: []string{"--network-lock", "skip"}}); err != nil {
+		t.Fatal(err)
+	}
+	return imgs
+}
+
+// leftovers lists the entries of dir whose name contains one of the temp markers.
+func leftovers(dir string) []string {
+	var out []string
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		for _, m := range []string{".criukit-tmp-", ".partial-", ".tmp"} {
+			if strings.Contains(de.Name(), m) {
+				out = append(out, de.Name())
+			}
+		}
+	}
+	return out
+}
+
+// TestCtrlCLeavesNothing starts long operations as subprocesses, sends SIGINT once their temporary
+// output exists, and checks they exit non-zero leaving neither the output nor a temporary file.
+func TestCtrlCLeavesNothing(t *testing.T) {
+	bin := buildCLI(t)
+	imgs := dumpBigMemory(t)
+	for _, c := range []struct {
+		name string
+		args func(out string) []string
+	}{
+		{"cow dedup", func(out string) []string { return []string{"cow", "dedup", imgs, out} }},
+		{"anonymize", func(out string) []string { return []string{"anonymize", imgs, out} }},
+	} {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			outDir := t.TempDir()
+			out := filepath.Join(outDir, "out")
+			cmd := exec.Command(bin, c.args(out)...)
+			var buf bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &buf, &buf
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			var err error
+			signalled := false
+		wait:
+			for dl := time.Now().Add(2 * time.Minute); time.Now().Before(dl); {
+				select {
+				case err = <-exited:
+					break wait
+				case <-time.After(2 * time.Millisecond):
+				}
+				if !signalled && len(leftovers(outDir)) > 0 {
+					cmd.Process.Signal(os.Interrupt)
+					signalled = true
+				}
+			}
+			if !signalled {
+				t.Fatalf("%s finished (err %v) before its temporary output appeared: nothing was interrupted\n%s", c.name, err, buf.String())
+			}
+			if err == nil {
+				t.Fatalf("%s exited 0 after SIGINT\n%s", c.name, buf.String())
+			}
+			if !strings.Contains(buf.String(), "context canceled") {
+				t.Errorf("%s: no cancellation message:\n%s", c.name, buf.String())
+			}
+			if _, err := os.Lstat(out); err == nil {
+				t.Errorf("%s: output %s exists after SIGINT", c.name, out)
+			}
+			if l := leftovers(outDir); len(l) > 0 {
+				t.Errorf("%s: temporary files left after SIGINT: %v", c.name, l)
+			}
+		})
+	}
+}
