@@ -177,7 +177,10 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 	for _, l := range logs {
 		logBase[filepath.Base(l)] = true
 	}
+	// Members are small texts held in memory or files of the anonymized tree streamed from disk
+	// when the tar is written: a dump's pages are never all in memory.
 	members := map[string][]byte{}
+	files := map[string]string{} // member -> path
 	sum := &Summary{Tool: "criukit report", Version: o.Version, Level: o.Level.String(), Env: senv,
 		Findings: []*knownissues.Match{}, Logs: []string{}, Images: []string{}, Dropped: man.Dropped, Counts: man.Counts}
 	ents, err := os.ReadDir(anonOut)
@@ -191,15 +194,19 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 		if name == envFile {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(anonOut, name))
-		if err != nil {
-			return nil, fmt.Errorf("report: %w", err)
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
+		p := filepath.Join(anonOut, name)
 		switch {
 		case name == "MANIFEST.json":
-			members[name] = b
+			files[name] = p
 		case logBase[name]:
-			members["logs/"+name] = b
+			files["logs/"+name] = p
+			b, err := os.ReadFile(p) // one log at a time (scanned for known issues and the excerpt)
+			if err != nil {
+				return nil, fmt.Errorf("report: %w", err)
+			}
 			sum.Logs = append(sum.Logs, name)
 			res, err := set.Scan(bytes.NewReader(b), name)
 			if err != nil {
@@ -211,7 +218,7 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 				sum.LastError, sum.ErrorLog, errLog = last, name, ex
 			}
 		default:
-			members["images/"+name] = b
+			files["images/"+name] = p
 			sum.Images = append(sum.Images, name)
 		}
 	}
@@ -228,6 +235,9 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 	for n := range members {
 		names = append(names, n)
 	}
+	for n := range files {
+		names = append(names, n)
+	}
 	sort.Strings(names)
 	for _, n := range names {
 		sum.Members = append(sum.Members, Prefix+n)
@@ -237,7 +247,7 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 		return nil, err
 	}
 	members["summary.json"] = append(sj, '\n')
-	if err := writeBundle(out, names, members); err != nil {
+	if err := writeBundle(ctx, out, names, members, files); err != nil {
 		return nil, err
 	}
 	return &Result{Bundle: out, Issue: issue, Summary: sum, Manifest: man}, nil
@@ -265,8 +275,8 @@ var bundleTime = time.Unix(0, 0).UTC()
 
 // writeBundle writes a deterministic tar.gz (sorted members, fixed mtimes/owners, gzip header
 // without name and mtime) with internal/outfile (temp file next to out, fsync, rename).
-func writeBundle(out string, names []string, members map[string][]byte) error {
-	if err := outfile.Write(out, func(w io.Writer) error { return WriteTarGz(w, names, members) }); err != nil {
+func writeBundle(ctx context.Context, out string, names []string, members map[string][]byte, files map[string]string) error {
+	if err := outfile.Write(out, func(w io.Writer) error { return writeTarGz(ctx, w, names, members, files) }); err != nil {
 		return fmt.Errorf("report: bundle %s: %w", out, err)
 	}
 	return nil
@@ -274,6 +284,11 @@ func writeBundle(out string, names []string, members map[string][]byte) error {
 
 // WriteTarGz writes members (in the order of names) under Prefix as a reproducible tar.gz.
 func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
+	return writeTarGz(context.Background(), w, names, members, nil)
+}
+
+// writeTarGz is WriteTarGz with members also read from files (member -> path), streamed one by one.
+func writeTarGz(ctx context.Context, w io.Writer, names []string, members map[string][]byte, files map[string]string) error {
 	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
 	if err != nil {
 		return err
@@ -294,6 +309,12 @@ func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
 		h := &tar.Header{Name: Prefix + n, Mode: 0o644, ModTime: bundleTime, Format: tar.FormatUSTAR, Typeflag: tar.TypeReg}
 		if n == "" || strings.HasSuffix(n, "/") {
 			h.Typeflag, h.Mode = tar.TypeDir, 0o755
+		} else if p, ok := files[n]; ok {
+			st, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			h.Size = st.Size()
 		} else {
 			h.Size = int64(len(members[n]))
 		}
@@ -303,10 +324,24 @@ func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
-		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write(members[n]); err != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		if p, ok := files[n]; ok {
+			f, err := os.Open(p)
+			if err != nil {
 				return err
 			}
+			_, err = io.Copy(tw, f)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("%s: %w", n, err)
+			}
+		} else if _, err := tw.Write(members[n]); err != nil {
+			return err
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -315,36 +350,49 @@ func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
 	return zw.Close()
 }
 
-// ReadBundle returns the regular members of a bundle (name without Prefix -> content).
-func ReadBundle(path string) (map[string][]byte, []string, error) {
+// WalkBundle calls fn for every member of a bundle in order (name without Prefix), streaming: fn
+// reads the content of regular members from r (nothing is held in memory).
+func WalkBundle(path string, fn func(name string, h *tar.Header, r io.Reader) error) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	defer f.Close()
 	zr, err := gzip.NewReader(f)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	tr := tar.NewReader(zr)
-	m := map[string][]byte{}
-	var order []string
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return m, order, nil
+			return nil
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
+		if err := fn(strings.TrimPrefix(h.Name, Prefix), h, tr); err != nil {
+			return fmt.Errorf("%s: member %s: %w", path, h.Name, err)
+		}
+	}
+}
+
+// ReadBundle returns the regular members of a bundle (name without Prefix -> content) and every
+// member's name in order. It holds the whole bundle: for big ones use WalkBundle.
+func ReadBundle(path string) (map[string][]byte, []string, error) {
+	m := map[string][]byte{}
+	var order []string
+	err := WalkBundle(path, func(name string, h *tar.Header, r io.Reader) error {
 		order = append(order, h.Name)
 		if h.Typeflag != tar.TypeReg {
-			continue
+			return nil
 		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: member %s: %w", path, h.Name, err)
-		}
-		m[strings.TrimPrefix(h.Name, Prefix)] = b
+		b, err := io.ReadAll(r)
+		m[name] = b
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
+	return m, order, nil
 }

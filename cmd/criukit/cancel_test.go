@@ -122,3 +122,23 @@ func TestCtrlCLeavesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestReportStreamsPages: the bundle of a dump holding 256 MiB of pages is written member by member
+// from disk (the pages are never all in memory): the report process' peak RSS stays well below the
+// pages' size, and ReadBundle's streaming form (WalkBundle) reads it back.
+func TestReportStreamsPages(t *testing.T) {
+	bin := buildCLI(t)
+	imgs := dumpBigMemory(t)
+	out := filepath.Join(t.TempDir(), "bundle.tar.gz")
+	o, err, rss := runRSS(t, bin, "", "report", "--images", imgs, "--no-criu", "--level", "content", "-o", out)
+	if err != nil {
+		t.Fatalf("report: %v\n%s", err, o)
+	}
+	t.Logf("report of a dump with 256 MiB of pages: peak RSS %d MiB", rss)
+	if rss > 160 {
+		t.Errorf("report peak RSS %d MiB: the pages (256 MiB) are held in memory", rss)
+	}
+	if l := leftovers(filepath.Dir(out)); len(l) > 0 {
+		t.Errorf("temporary files left: %v", l)
+	}
+}
