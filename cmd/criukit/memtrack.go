@@ -34,8 +34,12 @@ blocked: the kernel resolves each first write itself. Skipped (and listed): file
 read-only and special ([vdso], [vvar]) mappings. VMAs created while tracking are armed at the next scan
 (--follow-new).
 
-At the end (after --duration, or on Ctrl-C) every range is unregistered and the descriptor closed; the
-target is left exactly as before (no uffd fd, no uffd-wp VMA flag), so criu can dump it.
+At the end (after --duration, or on Ctrl-C) every range is unregistered and the descriptor closed: the
+target holds no uffd fd and no uffd-wp VMA flag, so criu can dump it. One lasting cost: a transparent
+huge page written while tracked is split into 4 KiB pages (write-protection works per 4 KiB page), and
+stays split until khugepaged collapses it again. Measured (TestTHPSplitMeasured): 128 MiB of THP, 32
+huge pages written while tracked -> AnonHugePages 128 MiB before, 64 MiB after; unwritten huge pages
+stay huge. Memory contents and sizes are unchanged; only TLB efficiency is lost for those ranges.
 
 Output per interval: written pages per VMA and the dirty rate; at the end a per-VMA summary (pages
 written in total, working set = pages written at least once, peak per interval). The dirty rate tells

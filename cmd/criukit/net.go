@@ -171,7 +171,9 @@ func newNetCloseCmd() *cobra.Command {
 		Long: `close rewrites the images so that CRIU restores the selected TCP connections as closed sockets:
 the application reads EOF and gets EPIPE on write, exactly as with criu restore --tcp-close, but
 only for these connections and without any criu flag. The others (and every listener) are restored
-as usual (with --tcp-established if any connection is left).
+as usual (with --tcp-established if any connection is left). Only the restored side learns of the
+close: an outside peer is sent nothing (no FIN, no RST) and finds out when it next sends (RST) or by
+its own timeouts.
 
 Selection (union of the flags): --external (the peer is not in the images), --port P (local or
 remote port), --peer ADDR[/BITS] (remote address), --all. When one end of a connection whose both
