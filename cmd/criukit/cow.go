@@ -68,7 +68,7 @@ atomically (renameat2 RENAME_EXCHANGE). Incremental dumps (pre-dump parent chain
 		if err != nil {
 			return fmt.Errorf("cow dedup: %w", err)
 		}
-		return printResult(res, asJSON)
+		return printResult(cmd.OutOrStdout(), res, asJSON)
 	},
 }
 
@@ -82,10 +82,11 @@ exist; DIR is not modified.`,
 	Example: `  criukit cow materialize /tmp/imgs.cow /tmp/imgs.stock`,
 	Args:    cobra.ExactArgs(2),
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		if err := cow.MaterializeContext(cmd.Context(), args[0], args[1]); err != nil {
 			return fmt.Errorf("cow materialize: %w", err)
 		}
-		fmt.Printf("materialized %s into %s\n", args[0], args[1])
+		fmt.Fprintf(stdout, "materialized %s into %s\n", args[0], args[1])
 		return nil
 	},
 }
@@ -112,7 +113,7 @@ from the process of that color.`,
 				return fmt.Errorf("cow stats --svg: %w", err)
 			}
 		}
-		return printResult(res, asJSON)
+		return printResult(cmd.OutOrStdout(), res, asJSON)
 	},
 }
 
@@ -150,6 +151,7 @@ criukit's own options: --via, --content-only, --json. Pre-dump chains, lazy page
 }
 
 func runCowDump(cmd *cobra.Command, args []string) error {
+	stdout := cmd.OutOrStdout()
 	via, asJSON, contentOnly := "page-server", false, false
 	pid, dir := 0, ""
 	var pass []string
@@ -226,30 +228,30 @@ func runCowDump(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("cow dump: %w", err)
 	}
 	if asJSON {
-		e := json.NewEncoder(os.Stdout)
+		e := json.NewEncoder(stdout)
 		e.SetIndent("", "  ")
 		return e.Encode(res)
 	}
-	fmt.Printf("dumped pid %d via %s in %.2fs (+%.2fs dedup)\n", pid, via, res.DumpSeconds, res.DedupSeconds)
+	fmt.Fprintf(stdout, "dumped pid %d via %s in %.2fs (+%.2fs dedup)\n", pid, via, res.DumpSeconds, res.DedupSeconds)
 	if res.SkippedPages > 0 {
-		fmt.Printf("%d pages shared a frame with a page already received: spliced away, not copied\n", res.SkippedPages)
+		fmt.Fprintf(stdout, "%d pages shared a frame with a page already received: spliced away, not copied\n", res.SkippedPages)
 	}
-	return printResult(res.Result, false)
+	return printResult(stdout, res.Result, false)
 }
 
-func printResult(res *cow.Result, asJSON bool) error {
+func printResult(stdout io.Writer, res *cow.Result, asJSON bool) error {
 	if asJSON {
-		e := json.NewEncoder(os.Stdout)
+		e := json.NewEncoder(stdout)
 		e.SetIndent("", "  ")
 		return e.Encode(res)
 	}
 	if res.PagesBefore > 0 {
-		fmt.Printf("%s: pages %s -> %s (%.2fx), %d chain levels\n", res.Dir, cow.Human(res.PagesBefore), cow.Human(res.PagesAfter),
+		fmt.Fprintf(stdout, "%s: pages %s -> %s (%.2fx), %d chain levels\n", res.Dir, cow.Human(res.PagesBefore), cow.Human(res.PagesAfter),
 			float64(res.PagesBefore)/float64(max(res.PagesAfter, 1)), res.Levels)
 	} else {
-		fmt.Printf("%s: pages %s, %d chain levels\n", res.Dir, cow.Human(res.PagesAfter), res.Levels)
+		fmt.Fprintf(stdout, "%s: pages %s, %d chain levels\n", res.Dir, cow.Human(res.PagesAfter), res.Levels)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "PID\tPPID\tPAGES\tSTORED\tDEDUPED\tMOVED\tLEVELS\tSOURCES (pid:pages)\t")
 	for _, p := range res.Procs {
 		src := ""

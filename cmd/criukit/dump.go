@@ -50,6 +50,7 @@ Without --network-lock, criukit passes --network-lock nftables (no iptables need
 }
 
 func runDump(cmd *cobra.Command, args []string) error {
+	stdout := cmd.OutOrStdout()
 	gl, budget, err := ghosts.LimitsFromEnv(os.Getenv)
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
@@ -139,7 +140,7 @@ func runDump(cmd *cobra.Command, args []string) error {
 	}
 	res, err := ghosts.Dump(cmd.Context(), c)
 	if asJSON && res != nil {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(res)
 	}
@@ -155,15 +156,15 @@ func runDump(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("dump: %w", err)
 	}
 	if !asJSON {
-		fmt.Printf("dump of pid %d done: %s (log %s)\n", c.Pid, c.ImagesDir, res.Log)
+		fmt.Fprintf(stdout, "dump of pid %d done: %s (log %s)\n", c.Pid, c.ImagesDir, res.Log)
 		if res.Via != "" {
-			fmt.Printf("ghost limit %d passed via %s\n", res.GhostLimit, res.Via)
+			fmt.Fprintf(stdout, "ghost limit %d passed via %s\n", res.GhostLimit, res.Via)
 		}
 		if res.Report != nil {
-			fmt.Printf("predicted copies of file data: %s bytes\n", ghosts.FormatSize(res.Report.TotalImageBytes))
+			fmt.Fprintf(stdout, "predicted copies of file data: %s bytes\n", ghosts.FormatSize(res.Report.TotalImageBytes))
 		}
 		if res.Audit != nil {
-			fmt.Printf("audited copies of file data: %s bytes (budget %s)\n", ghosts.FormatSize(res.Audit.Total), ghosts.FormatSize(c.CopyBudget))
+			fmt.Fprintf(stdout, "audited copies of file data: %s bytes (budget %s)\n", ghosts.FormatSize(res.Audit.Total), ghosts.FormatSize(c.CopyBudget))
 		}
 	}
 	return nil

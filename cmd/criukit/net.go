@@ -3,8 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 
@@ -51,16 +51,16 @@ func (o *netOut) output(args []string) (netrw.Output, error) {
 	return out, nil
 }
 
-func (o *netOut) print(rep *netrw.Report, err error) error {
+func (o *netOut) print(stdout io.Writer, rep *netrw.Report, err error) error {
 	if rep != nil {
 		if o.jsonOut {
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			if e := enc.Encode(rep); e != nil {
 				return e
 			}
 		} else {
-			rep.WriteTable(os.Stdout)
+			rep.WriteTable(stdout)
 		}
 	}
 	return err
@@ -148,7 +148,7 @@ Restore the result with criu restore --tcp-established in a netns that has the n
 			}
 			rep, err := netrw.RewriteContext(cmd.Context(), args[0], netrw.RewriteOptions{Map: m, Ports: pm, CloseExternal: closeExt, Present: pr,
 				TargetNetns: target, Output: out})
-			return o.print(rep, err)
+			return o.print(cmd.OutOrStdout(), rep, err)
 		},
 	}
 	c.Flags().StringSliceVar(&maps, "map", nil, "OLD=NEW address or network mapping (repeatable, comma separated)")
@@ -208,7 +208,7 @@ data (bytes received but unread, bytes in the send queue): that data is lost.`,
 				return fmt.Errorf("--peer: %w", err)
 			}
 			rep, err := netrw.Close(args[0], netrw.CloseOptions{External: ext, All: all, Ports: pv, Peers: pr, Output: out})
-			return o.print(rep, err)
+			return o.print(cmd.OutOrStdout(), rep, err)
 		},
 	}
 	c.Flags().BoolVar(&ext, "external", false, "close connections whose peer is not in the images")

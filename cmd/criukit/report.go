@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/criukit/criukit/anonymize"
@@ -61,6 +60,7 @@ it prints a prefilled new-issue URL and the equivalent "gh issue create" command
   criukit report --images /tmp/d --json | jq .known_issues`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		lvl, err := anonymize.ParseLevel(reportFlags.level)
 		if err != nil {
 			return fmt.Errorf("report: --level: %w", err)
@@ -83,23 +83,23 @@ it prints a prefilled new-issue URL and the equivalent "gh issue create" command
 		}
 		s := res.Summary
 		if reportFlags.json {
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			if err := enc.Encode(s); err != nil {
 				return err
 			}
 		} else {
-			fmt.Printf("wrote %s (level %s): %d images, %d logs, %d dropped\n", res.Bundle, s.Level, len(s.Images), len(s.Logs), len(s.Dropped))
-			fmt.Printf("title: %s\n", res.Issue.Title)
+			fmt.Fprintf(stdout, "wrote %s (level %s): %d images, %d logs, %d dropped\n", res.Bundle, s.Level, len(s.Images), len(s.Logs), len(s.Dropped))
+			fmt.Fprintf(stdout, "title: %s\n", res.Issue.Title)
 			if len(s.Findings) == 0 {
-				fmt.Println("known issues: none matched")
+				fmt.Fprintln(stdout, "known issues: none matched")
 			}
 			for _, m := range s.Findings {
-				fmt.Printf("known issue %s: %s\n  fix: %s\n", m.ID, m.Title, m.Fix)
+				fmt.Fprintf(stdout, "known issue %s: %s\n  fix: %s\n", m.ID, m.Title, m.Fix)
 			}
-			fmt.Printf("review it: tar -xzOf %s %sISSUE.md\n", res.Bundle, report.Prefix)
+			fmt.Fprintf(stdout, "review it: tar -xzOf %s %sISSUE.md\n", res.Bundle, report.Prefix)
 			if reportFlags.mapOut != "" {
-				fmt.Printf("mapping (keep it private): %s\n", reportFlags.mapOut)
+				fmt.Fprintf(stdout, "mapping (keep it private): %s\n", reportFlags.mapOut)
 			}
 		}
 		if reportFlags.submit == "" {

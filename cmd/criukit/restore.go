@@ -27,6 +27,7 @@ Run 'criukit cow materialize DIR OUT' to get a stock directory for those.`,
   criukit restore -D /tmp/imgs.cow --restore-detached -v4 -o restore.log`,
 	DisableFlagParsing: true,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		for _, a := range args {
 			if a == "--" {
 				break
@@ -43,7 +44,7 @@ Run 'criukit cow materialize DIR OUT' to get a stock directory for those.`,
 			return fmt.Errorf("restore: %w", err)
 		}
 		c := exec.Command(criu, append([]string{"restore"}, args...)...)
-		c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+		c.Stdin, c.Stdout, c.Stderr = os.Stdin, stdout, os.Stderr
 		if err := c.Run(); err != nil {
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {

@@ -33,6 +33,7 @@ var tcplabList = &cobra.Command{
 	Example: `  criukit tcplab list
   criukit tcplab list --json | jq '.[].id'`,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		asJSON, _ := cmd.Flags().GetBool("json")
 		cases := tcplab.Cases()
 		if asJSON {
@@ -44,9 +45,9 @@ var tcplabList = &cobra.Command{
 			for _, c := range cases {
 				rows = append(rows, row{c.ID, c.Title, c.Expect, c.KernelDependent})
 			}
-			return json.NewEncoder(os.Stdout).Encode(rows)
+			return json.NewEncoder(stdout).Encode(rows)
 		}
-		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(w, "ID\tKD\tTITLE\tEXPECTED")
 		for _, c := range cases {
 			kd := ""
@@ -72,6 +73,7 @@ The exit status is 1 if a case failed or was flaky.`,
   criukit tcplab run --filter '^H0[1-4]' --pcap /tmp/tcplab
   criukit tcplab run --repeat 20 --json > report.json`,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		filter, _ := cmd.Flags().GetString("filter")
 		repeat, _ := cmd.Flags().GetInt("repeat")
 		pcap, _ := cmd.Flags().GetString("pcap")
@@ -104,11 +106,11 @@ The exit status is 1 if a case failed or was flaky.`,
 			fmt.Fprintln(os.Stderr)
 		}
 		if asJSON {
-			if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+			if err := json.NewEncoder(stdout).Encode(rep); err != nil {
 				return err
 			}
 		} else {
-			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "CASE\tRESULT\tTIME\tHASH\tFLAKY\tNOTE")
 			for _, r := range rep.Results {
 				note := ""
@@ -127,8 +129,8 @@ The exit status is 1 if a case failed or was flaky.`,
 				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\n", r.Name, r.Status, r.Duration.Round(time.Millisecond), r.Hash, flaky, note)
 			}
 			w.Flush()
-			fmt.Print(tcplab.Summary(rep.Results))
-			fmt.Printf("%d case runs x %d in %v; %d flaky\n", len(rep.Results), rep.Runs, rep.Total.Round(time.Millisecond), len(rep.Flaky))
+			fmt.Fprint(stdout, tcplab.Summary(rep.Results))
+			fmt.Fprintf(stdout, "%d case runs x %d in %v; %d flaky\n", len(rep.Results), rep.Runs, rep.Total.Round(time.Millisecond), len(rep.Flaky))
 		}
 		for _, r := range rep.Results {
 			if r.Status == "fail" {
