@@ -146,9 +146,11 @@ func (e *Error) Unwrap() []error { return []error{ErrFailed, e.Err} }
 // harmless lists log error lines that every run prints and that mean nothing.
 var harmless = []string{"Can't setup RLIMIT_NOFILE for self"}
 
-// IsErrorLine reports whether a CRIU log line is an error that matters.
+// IsErrorLine reports whether a CRIU log line is an error that matters: "Error (" lines and BUG
+// reports ("BUG at criu/mem.c:..."), not the harmless RLIMIT_NOFILE line. The one definition for
+// criukit (knownissues uses it too).
 func IsErrorLine(line string) bool {
-	if !strings.Contains(line, "Error (") {
+	if !strings.Contains(line, "Error (") && !strings.Contains(line, "BUG at ") {
 		return false
 	}
 	for _, h := range harmless {
