@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/criukit/criukit/internal/units"
 	"github.com/criukit/criukit/memtrack"
 	"github.com/spf13/cobra"
 )
@@ -105,15 +106,7 @@ Needs root (ptrace + userfaultfd in another process) and Linux >= 6.7.`,
 	root.AddCommand(cmd)
 }
 
-func humanBytes(n float64) string {
-	units := []string{"B", "KiB", "MiB", "GiB"}
-	i := 0
-	for n >= 1024 && i < len(units)-1 {
-		n /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %s", n, units[i])
-}
+func humanBytes(n float64) string { return units.Bytes(int64(n)) }
 
 func printInterval(w interface{ Write([]byte) (int, error) }, iv *memtrack.Interval) {
 	regs := append([]memtrack.RegionWrites(nil), iv.Regions...)
