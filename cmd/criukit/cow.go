@@ -8,8 +8,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/criukit/criukit/cow"
@@ -152,54 +150,19 @@ criukit's own options: --via, --content-only, --json. Pre-dump chains, lazy page
 
 func runCowDump(cmd *cobra.Command, args []string) error {
 	stdout := cmd.OutOrStdout()
-	via, asJSON, contentOnly := "page-server", false, false
-	pid, dir := 0, ""
-	var pass []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		next := func() (string, error) {
-			if i+1 >= len(args) {
-				return "", fmt.Errorf("cow dump: %s needs a value", a)
-			}
-			i++
-			return args[i], nil
-		}
-		var v string
-		var err error
-		switch {
-		case a == "-h" || a == "--help":
-			return cmd.Help()
-		case a == "--json":
-			asJSON = true
-		case a == "--content-only":
-			contentOnly = true
-		case a == "--via":
-			if via, err = next(); err != nil {
-				return err
-			}
-		case strings.HasPrefix(a, "--via="):
-			via = strings.TrimPrefix(a, "--via=")
-		case a == "-t" || a == "--tree":
-			if v, err = next(); err != nil {
-				return err
-			}
-			if pid, err = strconv.Atoi(v); err != nil {
-				return fmt.Errorf("cow dump: bad pid %q", v)
-			}
-		case strings.HasPrefix(a, "--tree="):
-			if pid, err = strconv.Atoi(strings.TrimPrefix(a, "--tree=")); err != nil {
-				return fmt.Errorf("cow dump: bad %s", a)
-			}
-		case a == "-D" || a == "--images-dir":
-			if dir, err = next(); err != nil {
-				return err
-			}
-		case strings.HasPrefix(a, "--images-dir="):
-			dir = strings.TrimPrefix(a, "--images-dir=")
-		default:
-			pass = append(pass, a)
-		}
+	p, err := criurun.ParseArgs(args, map[string]bool{"--via": true, "--content-only": false, "--json": false})
+	if err != nil {
+		return fmt.Errorf("cow dump: %w", err)
 	}
+	if p.Help {
+		return cmd.Help()
+	}
+	via, pid, dir, pass := "page-server", p.Pid, p.ImagesDir, p.Pass
+	if v, ok := p.Own["--via"]; ok {
+		via = v
+	}
+	_, asJSON := p.Own["--json"]
+	_, contentOnly := p.Own["--content-only"]
 	if pid <= 0 || dir == "" {
 		return fmt.Errorf("cow dump: need -t PID and -D DIR (see --help)")
 	}
@@ -210,7 +173,7 @@ func runCowDump(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("cow dump: %w", err)
 	}
-	o := criurun.Opts{Criu: criu, ImagesDir: dir, Args: pass}
+	o := criurun.Opts{Criu: criu, ImagesDir: dir, LogFile: p.LogFile, Args: pass}
 	var res *cow.DumpResult
 	switch via {
 	case "page-server":

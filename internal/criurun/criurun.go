@@ -189,15 +189,6 @@ func lastErrors(r *bufio.Reader, n int) []string {
 	return out
 }
 
-func hasArg(args []string, name string) bool {
-	for _, a := range args {
-		if a == name || strings.HasPrefix(a, name+"=") {
-			return true
-		}
-	}
-	return false
-}
-
 func (o *Opts) command(ctx context.Context, op string, args []string) (*exec.Cmd, error) {
 	criu := o.Criu
 	if criu == "" {
@@ -218,7 +209,7 @@ func (o *Opts) command(ctx context.Context, op string, args []string) (*exec.Cmd
 	if o.LogFile != "" {
 		full = append(full, "-v"+strconv.Itoa(v), "-o", o.LogFile)
 	}
-	if op == "dump" && !hasArg(o.Args, "--network-lock") {
+	if op == "dump" && !HasArg(o.Args, "--network-lock") {
 		full = append(full, "--network-lock", "nftables")
 	}
 	full = append(full, o.Args...)
