@@ -41,6 +41,9 @@ type Options struct {
 	Version string   // criukit version for summary.json and the manifest
 	// Env, when set, is used instead of collecting the environment (tests, reports of another host).
 	Env *Env
+	// Progress, when set, is called as the anonymizer goes through the input (done and total
+	// bytes, current file) and then once per bundle member written (file = "bundle: NAME").
+	Progress func(done, total int64, file string)
 }
 
 // Prefix is the directory every bundle member lives under.
@@ -160,7 +163,7 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 	}
 	anonOut := filepath.Join(work, "anon")
 	man, err := anonymize.RunContext(ctx, in, anonOut, anonymize.Options{Level: o.Level, Key: o.Key, Secrets: o.Secrets,
-		Logs: append(extraLogs, envPath), MapOut: o.MapOut, Version: o.Version})
+		Logs: append(extraLogs, envPath), MapOut: o.MapOut, Version: o.Version, Progress: o.Progress})
 	if err != nil {
 		return nil, fmt.Errorf("report: anonymize: %w", err)
 	}
@@ -247,7 +250,7 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 		return nil, err
 	}
 	members["summary.json"] = append(sj, '\n')
-	if err := writeBundle(ctx, out, names, members, files); err != nil {
+	if err := writeBundle(ctx, out, names, members, files, o.Progress); err != nil {
 		return nil, err
 	}
 	return &Result{Bundle: out, Issue: issue, Summary: sum, Manifest: man}, nil
@@ -275,8 +278,8 @@ var bundleTime = time.Unix(0, 0).UTC()
 
 // writeBundle writes a deterministic tar.gz (sorted members, fixed mtimes/owners, gzip header
 // without name and mtime) with internal/outfile (temp file next to out, fsync, rename).
-func writeBundle(ctx context.Context, out string, names []string, members map[string][]byte, files map[string]string) error {
-	if err := outfile.Write(out, func(w io.Writer) error { return writeTarGz(ctx, w, names, members, files) }); err != nil {
+func writeBundle(ctx context.Context, out string, names []string, members map[string][]byte, files map[string]string, progress func(done, total int64, file string)) error {
+	if err := outfile.Write(out, func(w io.Writer) error { return writeTarGz(ctx, w, names, members, files, progress) }); err != nil {
 		return fmt.Errorf("report: bundle %s: %w", out, err)
 	}
 	return nil
@@ -284,11 +287,11 @@ func writeBundle(ctx context.Context, out string, names []string, members map[st
 
 // WriteTarGz writes members (in the order of names) under Prefix as a reproducible tar.gz.
 func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
-	return writeTarGz(context.Background(), w, names, members, nil)
+	return writeTarGz(context.Background(), w, names, members, nil, nil)
 }
 
 // writeTarGz is WriteTarGz with members also read from files (member -> path), streamed one by one.
-func writeTarGz(ctx context.Context, w io.Writer, names []string, members map[string][]byte, files map[string]string) error {
+func writeTarGz(ctx context.Context, w io.Writer, names []string, members map[string][]byte, files map[string]string, progress func(done, total int64, file string)) error {
 	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
 	if err != nil {
 		return err
@@ -305,7 +308,7 @@ func writeTarGz(ctx context.Context, w io.Writer, names []string, members map[st
 		all = append(all, d+"/")
 	}
 	sort.Strings(all)
-	for _, n := range all {
+	for i, n := range all {
 		h := &tar.Header{Name: Prefix + n, Mode: 0o644, ModTime: bundleTime, Format: tar.FormatUSTAR, Typeflag: tar.TypeReg}
 		if n == "" || strings.HasSuffix(n, "/") {
 			h.Typeflag, h.Mode = tar.TypeDir, 0o755
@@ -329,6 +332,9 @@ func writeTarGz(ctx context.Context, w io.Writer, names []string, members map[st
 		}
 		if h.Typeflag != tar.TypeReg {
 			continue
+		}
+		if progress != nil {
+			progress(int64(i), int64(len(all)), "bundle: "+n)
 		}
 		if p, ok := files[n]; ok {
 			f, err := os.Open(p)

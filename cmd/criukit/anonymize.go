@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/criukit/criukit/anonymize"
 	"github.com/criukit/criukit/anonymize/pseudo"
@@ -83,23 +82,20 @@ maintainer's machine.`,
 				return fmt.Errorf("anonymize: %w", err)
 			}
 		}
-		if isTerminal(os.Stderr) && !anonFlags.json {
-			last := time.Time{}
+		prog := newProgress(cmd, anonFlags.json)
+		defer prog.done()
+		if prog != nil {
 			o.Progress = func(done, total int64, file string) {
-				if time.Since(last) < 100*time.Millisecond && done < total {
-					return
-				}
-				last = time.Now()
 				pct := 100.0
 				if total > 0 {
 					pct = 100 * float64(done) / float64(total)
 				}
-				fmt.Fprintf(os.Stderr, "\r\033[K%5.1f%% %d/%d MiB %s", pct, done>>20, total>>20, file)
+				prog.printf(done >= total, "%5.1f%% %d/%d MiB %s", pct, done>>20, total>>20, file)
 			}
 		}
 		if lvl == anonymize.Inventory {
 			rep, err := anonymize.InventoryReport(args[0], o)
-			clearProgress(o)
+			prog.done()
 			if err != nil {
 				return err
 			}
@@ -109,7 +105,7 @@ maintainer's machine.`,
 			return fmt.Errorf("anonymize: OUTDIR is required at level %s", lvl)
 		}
 		man, err := anonymize.RunContext(cmd.Context(), args[0], args[1], o)
-		clearProgress(o)
+		prog.done()
 		if err != nil {
 			return err
 		}
@@ -158,12 +154,6 @@ mapped should be replaced by equivalent ones for the restored process to run on.
 		fmt.Fprintf(stdout, "%d of %d kit paths created\n", len(created), len(ents))
 		return nil
 	},
-}
-
-func clearProgress(o anonymize.Options) {
-	if o.Progress != nil {
-		fmt.Fprint(os.Stderr, "\r\033[K")
-	}
 }
 
 // isTerminal reports whether f is a terminal (TCGETS succeeds): progress lines go only there.

@@ -67,11 +67,14 @@ func leftovers(dir string) []string {
 	return out
 }
 
-// TestCtrlCLeavesNothing starts long operations as subprocesses, sends SIGINT once their temporary
-// output exists, and checks they exit non-zero leaving neither the output nor a temporary file.
-func TestCtrlCLeavesNothing(t *testing.T) {
+// TestLongOpsBigDump runs long operations on one real dump with 256 MiB of pages: report streams
+// (bounded RSS), progress lines, and Ctrl-C: cow dedup and anonymize as subprocesses get SIGINT once
+// their temporary output exists and must exit non-zero leaving neither output nor temporary file.
+func TestLongOpsBigDump(t *testing.T) {
 	bin := buildCLI(t)
 	imgs := dumpBigMemory(t)
+	t.Run("report-streams", func(t *testing.T) { reportStreams(t, bin, imgs) })
+	t.Run("progress", func(t *testing.T) { progressLines(t, bin, imgs) })
 	for _, c := range []struct {
 		name string
 		args func(out string) []string
@@ -123,14 +126,12 @@ func TestCtrlCLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestReportStreamsPages: the bundle of a dump holding 256 MiB of pages is written member by member
+// reportStreams: the bundle of a dump holding 256 MiB of pages is written member by member
 // from disk (the pages are never all in memory): the report process' peak RSS stays well below the
 // pages' size, and ReadBundle's streaming form (WalkBundle) reads it back.
-func TestReportStreamsPages(t *testing.T) {
-	bin := buildCLI(t)
-	imgs := dumpBigMemory(t)
+func reportStreams(t *testing.T, bin, imgs string) {
 	out := filepath.Join(t.TempDir(), "bundle.tar.gz")
-	o, err, rss := runRSS(t, bin, "", "report", "--images", imgs, "--no-criu", "--level", "content", "-o", out)
+	o, err, rss := runRSS(t, bin, "", "report", imgs, "--no-criu", "--level", "content", "-o", out)
 	if err != nil {
 		t.Fatalf("report: %v\n%s", err, o)
 	}
@@ -140,5 +141,32 @@ func TestReportStreamsPages(t *testing.T) {
 	}
 	if l := leftovers(filepath.Dir(out)); len(l) > 0 {
 		t.Errorf("temporary files left: %v", l)
+	}
+}
+
+// progressLines: long operations print progress on stderr (forced with CRIUKIT_PROGRESS=1, as
+// stderr is not a terminal here) and nothing of it on stdout.
+func progressLines(t *testing.T, bin, imgs string) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cow", "dedup", imgs, filepath.Join(t.TempDir(), "d")}, "pages read"},
+		{[]string{"report", imgs, "--no-criu", "--level", "content", "-o", filepath.Join(t.TempDir(), "r.tar.gz")}, "writing bundle"},
+		{[]string{"anonymize", "--level", "content", imgs, filepath.Join(t.TempDir(), "a")}, "MiB"},
+	} {
+		cmd := exec.Command(bin, c.args...)
+		cmd.Env = append(os.Environ(), EnvProgress+"=1")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("%v: %v\n%s", c.args, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), c.want) || !strings.Contains(stderr.String(), "\r\033[K") {
+			t.Errorf("%v: no progress line with %q on stderr: %q", c.args[:2], c.want, stderr.String())
+		}
+		if strings.Contains(stdout.String(), "\r") {
+			t.Errorf("%v: progress on stdout", c.args[:2])
+		}
 	}
 }

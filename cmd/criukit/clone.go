@@ -17,7 +17,7 @@ func newCloneCmd() *cobra.Command {
 	var pool, out, prefix string
 	var jsonOut, lintOnly, overlay bool
 	c := &cobra.Command{
-		Use:   "clone --copies N [--ip-pool CIDR] [--out DIR] [--json] IMGDIR",
+		Use:   "clone --copies N [--ip-pool CIDR] [-o OUTDIR] [--json] IMGDIR",
 		Short: "Restore N copies of one dump side by side (lint, per-copy images, netns, pidns)",
 		Long: `clone restores several copies of one dumped process tree at once.
 
@@ -90,7 +90,9 @@ Not yet: veth/bridge setup for traffic from outside the copies' netns.`,
 	}
 	c.Flags().IntVar(&copies, "copies", 2, "number of copies")
 	c.Flags().StringVar(&pool, "ip-pool", "", "network the copies' addresses come from (without it copies keep the dumped addresses, each in its own netns)")
-	c.Flags().StringVar(&out, "out", "", "directory for per-copy images and logs (default IMGDIR.clones; must not exist)")
+	c.Flags().StringVarP(&out, "output", "o", "", "directory for per-copy images and logs (default IMGDIR.clones; must not exist)")
+	c.Flags().StringVar(&out, "out", "", "same as --output (old spelling)")
+	c.Flags().MarkHidden("out")
 	c.Flags().StringVar(&prefix, "netns-prefix", "", "name prefix of the copies' network namespaces (default criukit-clone-<pid>-)")
 	c.Flags().BoolVar(&jsonOut, "json", false, "print lint and status as JSON")
 	c.Flags().BoolVar(&lintOnly, "lint", false, "only print the conflict list")

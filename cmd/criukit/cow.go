@@ -31,6 +31,13 @@ Deduped directories carry the marker file ` + cow.MarkerFile + `. Never restore 
 them: materialize first.`,
 }
 
+// cowFlags holds the flags of the cow subcommands (bound with XxxVar, like every command).
+var cowFlags struct {
+	inPlace, json, statsJSON bool
+	maxLevels                int
+	svg                      string
+}
+
 var cowDedupCmd = &cobra.Command{
 	Use:   "dedup DIR [OUTDIR]",
 	Short: "Dedup a stock images directory into OUTDIR (or in place with --in-place)",
@@ -47,10 +54,15 @@ atomically (renameat2 RENAME_EXCHANGE). Incremental dumps (pre-dump parent chain
   criukit cow dedup /tmp/imgs /tmp/imgs.cow --json | jq .pages_bytes_after`,
 	Args: cobra.RangeArgs(1, 2),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		inPlace, _ := cmd.Flags().GetBool("in-place")
-		asJSON, _ := cmd.Flags().GetBool("json")
-		levels, _ := cmd.Flags().GetInt("max-levels")
+		inPlace, asJSON, levels := cowFlags.inPlace, cowFlags.json, cowFlags.maxLevels
 		opt := cow.Options{MaxLevels: levels}
+		prog := newProgress(cmd, asJSON)
+		defer prog.done()
+		if prog != nil {
+			opt.Progress = func(pid int, done, deduped int64) {
+				prog.printf(false, "pid %d done: %d pages read, %d stored once", pid, done, deduped)
+			}
+		}
 		var res *cow.Result
 		var err error
 		switch {
@@ -63,6 +75,7 @@ atomically (renameat2 RENAME_EXCHANGE). Incremental dumps (pre-dump parent chain
 		default:
 			return fmt.Errorf("cow dedup: give OUTDIR (a new directory) or --in-place")
 		}
+		prog.done()
 		if err != nil {
 			return fmt.Errorf("cow dedup: %w", err)
 		}
@@ -100,8 +113,7 @@ from the process of that color.`,
   criukit cow stats /tmp/imgs.cow --svg share.svg`,
 	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		asJSON, _ := cmd.Flags().GetBool("json")
-		svg, _ := cmd.Flags().GetString("svg")
+		asJSON, svg := cowFlags.statsJSON, cowFlags.svg
 		res, err := cow.Stats(args[0])
 		if err != nil {
 			return fmt.Errorf("cow stats: %w", err)
@@ -230,11 +242,11 @@ func printResult(stdout io.Writer, res *cow.Result, asJSON bool) error {
 }
 
 func init() {
-	cowDedupCmd.Flags().Bool("in-place", false, "rewrite DIR itself (atomic swap at the end)")
-	cowDedupCmd.Flags().Bool("json", false, "print the result as JSON")
-	cowDedupCmd.Flags().Int("max-levels", cow.MaxLevels, "deepest parent chain level")
-	cowStatsCmd.Flags().Bool("json", false, "print the result as JSON")
-	cowStatsCmd.Flags().String("svg", "", "also draw who shares what into this SVG file")
+	cowDedupCmd.Flags().BoolVar(&cowFlags.inPlace, "in-place", false, "rewrite DIR itself (atomic swap at the end)")
+	cowDedupCmd.Flags().BoolVar(&cowFlags.json, "json", false, "print the result as JSON")
+	cowDedupCmd.Flags().IntVar(&cowFlags.maxLevels, "max-levels", cow.MaxLevels, "deepest parent chain level")
+	cowStatsCmd.Flags().BoolVar(&cowFlags.statsJSON, "json", false, "print the result as JSON")
+	cowStatsCmd.Flags().StringVar(&cowFlags.svg, "svg", "", "also draw who shares what into this SVG file")
 	cowCmd.AddCommand(cowDumpCmd, cowDedupCmd, cowMaterializeCmd, cowStatsCmd)
 	root.AddCommand(cowCmd)
 }

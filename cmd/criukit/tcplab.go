@@ -13,6 +13,13 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// tcplabFlags holds the flags of the tcplab subcommands (bound with XxxVar, like every command).
+var tcplabFlags struct {
+	filter, pcap      string
+	repeat            int
+	runJSON, listJSON bool
+}
+
 var tcplabCmd = &cobra.Command{
 	Use:   "tcplab",
 	Short: "Deterministic TCP checkpoint/restore lab (two netns, a userspace switch, soccr)",
@@ -34,7 +41,7 @@ var tcplabList = &cobra.Command{
   criukit tcplab list --json | jq '.[].id'`,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		stdout := cmd.OutOrStdout()
-		asJSON, _ := cmd.Flags().GetBool("json")
+		asJSON := tcplabFlags.listJSON
 		cases := tcplab.Cases()
 		if asJSON {
 			type row struct {
@@ -74,10 +81,7 @@ The exit status is 1 if a case failed or was flaky.`,
   criukit tcplab run --repeat 20 --json > report.json`,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		stdout := cmd.OutOrStdout()
-		filter, _ := cmd.Flags().GetString("filter")
-		repeat, _ := cmd.Flags().GetInt("repeat")
-		pcap, _ := cmd.Flags().GetString("pcap")
-		asJSON, _ := cmd.Flags().GetBool("json")
+		filter, repeat, pcap, asJSON := tcplabFlags.filter, tcplabFlags.repeat, tcplabFlags.pcap, tcplabFlags.runJSON
 		if os.Geteuid() != 0 {
 			return fmt.Errorf("tcplab needs root (network namespaces, TUN, TCP_REPAIR)")
 		}
@@ -145,11 +149,11 @@ The exit status is 1 if a case failed or was flaky.`,
 }
 
 func init() {
-	tcplabRun.Flags().String("filter", "", "run only cases whose name (e.g. H03/v6) or title matches this regexp")
-	tcplabRun.Flags().Int("repeat", 1, "run the selection N times and report cases whose result or trace hash differed")
-	tcplabRun.Flags().String("pcap", "", "write <case>.pcap and <case>.txt (readable trace) into this directory")
-	tcplabRun.Flags().Bool("json", false, "print the report as JSON")
-	tcplabList.Flags().Bool("json", false, "print the cases as JSON")
+	tcplabRun.Flags().StringVar(&tcplabFlags.filter, "filter", "", "run only cases whose name (e.g. H03/v6) or title matches this regexp")
+	tcplabRun.Flags().IntVar(&tcplabFlags.repeat, "repeat", 1, "run the selection N times and report cases whose result or trace hash differed")
+	tcplabRun.Flags().StringVar(&tcplabFlags.pcap, "pcap", "", "write <case>.pcap and <case>.txt (readable trace) into this directory")
+	tcplabRun.Flags().BoolVar(&tcplabFlags.runJSON, "json", false, "print the report as JSON")
+	tcplabList.Flags().BoolVar(&tcplabFlags.listJSON, "json", false, "print the cases as JSON")
 	tcplabCmd.AddCommand(tcplabRun, tcplabList)
 	root.AddCommand(tcplabCmd)
 }
