@@ -22,6 +22,14 @@ import (
 // --rootfs-overlay and has no NUL after the path (text and JSON); the loopback listener is said to
 // stay on 127.0.0.1; the log file gets a warning.
 func TestCloneLintCLI(t *testing.T) {
+	imgs, sock, logf := dumpLintTree(t)
+	out, err := runCLI(t, nil, "clone", "--lint", imgs)
+	cloneLintChecks(t, imgs, sock, logf, out, err)
+}
+
+// dumpLintTree dumps python3 with a path-bound unix socket, a 127.0.0.1 listener and a log file
+// open for appending; it returns the images dir, the socket and the log path.
+func dumpLintTree(t *testing.T) (string, string, string) {
 	testenv.Root(t)
 	criu := harness.Criu(t)
 	py := testenv.Command(t, "/usr/bin/python3")
@@ -53,7 +61,11 @@ time.sleep(1000)`)
 		Args: []string{"--network-lock", "skip"}}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runCLI(t, nil, "clone", "--lint", imgs)
+	return imgs, sock, logf
+}
+
+func cloneLintChecks(t *testing.T, imgs, sock, logf, out string, err error) {
+	t.Helper()
 	t.Logf("clone --lint:\n%s", out)
 	if err == nil {
 		t.Error("clone --lint exits 0 while printing refuse lines")
@@ -137,3 +149,28 @@ func TestCloneStop(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestNetRewriteKeepsMode: net rewrite writes the files it changes (files.img) with the mode of the
+// original, not 0600.
+func TestNetRewriteKeepsMode(t *testing.T) {
+	imgs, _, _ := dumpLintTree(t)
+	orig := filepath.Join(imgs, "files.img")
+	if err := os.Chmod(orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "moved")
+	if o, err := runCLI(t, nil, "net", "rewrite", "--map", "127.0.0.1=127.0.0.2", imgs, out); err != nil {
+		t.Fatalf("net rewrite: %v\n%s", err, o)
+	}
+	a, _ := os.ReadFile(orig)
+	b, err := os.ReadFile(filepath.Join(out, "files.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a) == string(b) {
+		t.Fatal("files.img not rewritten: the test does not exercise the write")
+	}
+	if st, _ := os.Stat(filepath.Join(out, "files.img")); st.Mode().Perm() != 0o644 {
+		t.Errorf("rewritten files.img has mode %v, the original 0644", st.Mode().Perm())
+	}
+}
