@@ -108,7 +108,7 @@ func checkRegular(path string, st os.FileInfo) error {
 	case m.IsDir():
 		return fmt.Errorf("%s: %w: it is a directory, not an image file (list a dump with `criukit ls DIR`)", path, ErrNotRegular)
 	case m&os.ModeNamedPipe != 0:
-		return fmt.Errorf("%s: %w: it is a FIFO (not opened)", path, ErrNotRegular)
+		return fmt.Errorf("%s: %w: it is a FIFO (not opened: an open would wait for a writer; to decode a stream, pipe it to stdin)", path, ErrNotRegular)
 	case m&os.ModeSocket != 0:
 		return fmt.Errorf("%s: %w: it is a socket", path, ErrNotRegular)
 	case m&os.ModeDevice != 0:

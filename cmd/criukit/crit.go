@@ -140,7 +140,7 @@ func stdinName(head []byte) (string, error) {
 
 func critDecode(stdin io.Reader, stdout io.Writer, in, out string, o critjson.Options) error {
 	var rd *image.Reader
-	if in == "" {
+	if in == "" || in == outfile.Stdout {
 		// Streamed: only the magic is looked at before the reader takes over.
 		br := bufio.NewReaderSize(stdin, 64<<10)
 		head, _ := br.Peek(8)
@@ -215,13 +215,16 @@ func critDecode(stdin io.Reader, stdout io.Writer, in, out string, o critjson.Op
 func critEncode(stdin io.Reader, stdout io.Writer, in, out string) error {
 	var data []byte
 	var err error
-	if in == "" {
+	if in == "" || in == outfile.Stdout {
 		data, err = io.ReadAll(stdin)
 	} else {
 		data, err = os.ReadFile(in)
 	}
 	if err != nil {
 		return err
+	}
+	if out == outfile.Stdout {
+		out = ""
 	}
 	name := ""
 	if out != "" {
