@@ -45,8 +45,14 @@ func main() {
 		stop() // a second Ctrl-C kills
 	}()
 	err := root.ExecuteContext(ctx)
+	interrupted := ctx.Err() != nil
 	stop()
 	if err != nil {
+		if interrupted {
+			// Exit status 130 as shells report for SIGINT; temporary outputs are already removed.
+			fmt.Fprintln(os.Stderr, "criukit: interrupted:", err)
+			os.Exit(130)
+		}
 		fmt.Fprintln(os.Stderr, "criukit:", err)
 		os.Exit(1)
 	}
