@@ -17,6 +17,7 @@ type FileInfo struct {
 	Size    int64  // bytes
 	Link    string // symlink target (the `parent` link of incremental dumps), else ""
 	Dir     bool   // a directory
+	Special string // "fifo", "socket", "device" or "other" for files that are never opened
 	Err     error  // why the file could not be read (the listing goes on)
 }
 
@@ -51,6 +52,16 @@ func ReadDir(dir string) ([]FileInfo, error) {
 				fi.Err = checkRegular(p, st)
 			} else {
 				fi.Err = err
+			}
+			switch m := de.Type(); {
+			case m&os.ModeNamedPipe != 0:
+				fi.Special = "fifo"
+			case m&os.ModeSocket != 0:
+				fi.Special = "socket"
+			case m&os.ModeDevice != 0:
+				fi.Special = "device"
+			default:
+				fi.Special = "other"
 			}
 			out = append(out, fi)
 			continue
