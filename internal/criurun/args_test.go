@@ -2,6 +2,7 @@ package criurun
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -53,4 +54,21 @@ func TestParseArgs(t *testing.T) {
 	if p, _ := ParseArgs([]string{"--help"}, nil); !p.Help {
 		t.Error("--help")
 	}
+}
+
+// FuzzParseArgs: any command line parses or errors, never panics, and nothing is lost: every
+// argument ends up read or passed through.
+func FuzzParseArgs(f *testing.F) {
+	f.Add("-t 1 -D d --via x --json --tcp-established -v4")
+	f.Add("-t1 --images-dir=d --log-file l --verbosity 4 --via=")
+	f.Fuzz(func(t *testing.T, line string) {
+		args := strings.Fields(line)
+		p, err := ParseArgs(args, map[string]bool{"--via": true, "--json": false})
+		if err != nil {
+			return
+		}
+		if len(p.Pass) > len(args) {
+			t.Fatalf("%q: more passed through than given: %q", args, p.Pass)
+		}
+	})
 }
