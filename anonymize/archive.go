@@ -3,6 +3,7 @@ package anonymize
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -31,7 +32,7 @@ var ErrNotArchive = fmt.Errorf("not a container checkpoint archive (tar or tar.g
 // CRI-O and the kubelet write them: a tar or tar.gz with the CRIU images under checkpoint/ and
 // the runtime's metadata (config.dump, spec.dump, network.status, ...) and rootfs-diff.tar next
 // to it. The output is an archive of the same shape and compression.
-func runArchive(in, out string, o Options) (*Manifest, error) {
+func runArchive(ctx context.Context, in, out string, o Options) (*Manifest, error) {
 	if o.Level == Inventory {
 		return nil, fmt.Errorf("anonymize: level inventory writes no images: use InventoryReport()")
 	}
@@ -58,6 +59,7 @@ func runArchive(in, out string, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.ctx = ctx
 	r.archive = true
 	r.collectArchiveSchema(src)
 	if err := r.scan(); err != nil {

@@ -580,6 +580,10 @@ func (r *run) identityPages(d *dict.Dict, src io.Reader, dst io.Writer, patches 
 		}
 		cur, carry, base := <-free, 0, int64(0)
 		for {
+			if err := r.ctx.Err(); err != nil {
+				send(chunk{err: err})
+				return
+			}
 			m, rerr := io.ReadFull(src, cur[carry:])
 			n := carry + m
 			eof := rerr == io.EOF || rerr == io.ErrUnexpectedEOF

@@ -1,6 +1,7 @@
 package anonymize
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -103,6 +104,7 @@ type Verification struct {
 }
 
 type run struct {
+	ctx          context.Context // RunContext's: checked between files and page chunks
 	o            Options
 	lvl          Level
 	in, tmp      string
@@ -168,6 +170,12 @@ func (r *run) report(name, kind string, tr ...string) {
 // Run anonymizes the image dir in into the new directory out (see Options). out is written under
 // a temporary name, verified, then renamed; on error nothing is left at out.
 func Run(in, out string, o Options) (*Manifest, error) {
+	return RunContext(context.Background(), in, out, o)
+}
+
+// RunContext is Run that stops when ctx is done (between files and page chunks), leaving nothing at
+// out and no temporary directory.
+func RunContext(ctx context.Context, in, out string, o Options) (*Manifest, error) {
 	st, err := os.Stat(in)
 	if err != nil {
 		return nil, fmt.Errorf("anonymize: input %s: %w", in, err)
@@ -176,7 +184,7 @@ func Run(in, out string, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	if !st.IsDir() {
-		return runArchive(in, out, o)
+		return runArchive(ctx, in, out, o)
 	}
 	if o.Level == Inventory {
 		return nil, fmt.Errorf("anonymize: level inventory writes no images: use InventoryReport()")
@@ -200,6 +208,7 @@ func Run(in, out string, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.ctx = ctx
 	if err := r.process(); err != nil {
 		return r.man, err
 	}
@@ -262,7 +271,7 @@ func newRun(in, tmp string, o Options) (*run, error) {
 	if key == nil {
 		key = pseudo.NewKey()
 	}
-	r := &run{o: o, lvl: o.Level, in: in, tmp: tmp, m: pseudo.New(key),
+	r := &run{ctx: context.Background(), o: o, lvl: o.Level, in: in, tmp: tmp, m: pseudo.New(key),
 		changedIPs: map[netip.Addr]bool{}, ipFinal: map[netip.Addr]netip.Addr{}, changedUIDs: map[uint32]bool{}, kept: map[string]bool{},
 		counts: map[string]int{}, notes: map[string]bool{}, imgs: map[string]*image.Image{},
 		fullPaths: map[string]string{}, roots: map[string]bool{}, netPrefix: map[netip.Addr]int{}, pagesScanned: map[string]int64{},
@@ -403,6 +412,9 @@ func (r *run) write() error {
 	// pass 2: transform and write protobuf images
 	sort.Strings(names)
 	for _, name := range names {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
 		img := r.imgs[name]
 		if img == nil {
 			continue
@@ -426,6 +438,9 @@ func (r *run) write() error {
 	// raw images
 	sort.Strings(raws)
 	for _, name := range raws {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
 		if err := r.rawFile(name); err != nil {
 			return err
 		}
@@ -486,6 +501,9 @@ func (r *run) write() error {
 	// pages last: they use the full dictionary
 	sort.Strings(pages)
 	for _, name := range pages {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
 		if err := r.pagesFile(name); err != nil {
 			return err
 		}

@@ -124,7 +124,7 @@ func Clone(ctx context.Context, dir string, o Options) (*Result, error) {
 	}
 	if o.Overlay {
 		for i := range f {
-			if f[i].What == "path-bound unix socket" || f[i].What == "ghost files" || f[i].What == "file remaps" {
+			if f[i].What == "path-bound unix socket" || f[i].What == "ghost files" || f[i].What == "file remaps" || f[i].What == "regular file open for writing" {
 				f[i].Level = Info
 				f[i].Detail += " -- handled: each copy has its own overlay root"
 			}
@@ -207,7 +207,7 @@ func Clone(ctx context.Context, dir string, o Options) (*Result, error) {
 				present = append(present, netip.PrefixFrom(n, n.BitLen()))
 				addrs = append(addrs, n)
 			}
-			if _, err := netrw.Rewrite(dir, netrw.RewriteOptions{Map: m, Present: present, Output: netrw.Output{Dir: c.Dir}}); err != nil {
+			if _, err := netrw.RewriteContext(ctx, dir, netrw.RewriteOptions{Map: m, Present: present, Output: netrw.Output{Dir: c.Dir}}); err != nil {
 				return res, fmt.Errorf("copy %d: %w", i, err)
 			}
 		} else if err := netrw.CopyDir(dir, c.Dir); err != nil {
@@ -228,6 +228,9 @@ func Clone(ctx context.Context, dir string, o Options) (*Result, error) {
 	}
 	for _, c := range res.Copies {
 		health(c, dir)
+	}
+	if err := saveState(o.Out, res.Copies); err != nil {
+		return res, err
 	}
 	ok = true
 	return res, nil

@@ -2,6 +2,7 @@ package cow
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	pstree "github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/outfile"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -126,6 +128,12 @@ func checkStock(dir string) error {
 // modified. Pages are matched by content (hash, then byte comparison), preferring the tree parent's
 // page at the same address.
 func Dedup(src, dst string, opt Options) (*Result, error) {
+	return DedupContext(context.Background(), src, dst, opt)
+}
+
+// DedupContext is Dedup that stops when ctx is done (checked per pagemap entry), leaving no
+// temporary directory and nothing at dst.
+func DedupContext(ctx context.Context, src, dst string, opt Options) (*Result, error) {
 	if _, err := os.Lstat(dst); err == nil {
 		return nil, fmt.Errorf("%s: %w (choose a new directory)", dst, ErrExists)
 	}
@@ -133,7 +141,7 @@ func Dedup(src, dst string, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := dedupInto(src, tmp, opt)
+	res, err := dedupInto(ctx, src, tmp, opt)
 	if err == nil {
 		err = os.Rename(tmp, dst)
 	}
@@ -148,13 +156,18 @@ func Dedup(src, dst string, opt Options) (*Result, error) {
 // DedupInPlace dedups dir and atomically swaps the result in (renameat2 RENAME_EXCHANGE). On any
 // error dir is left as it was.
 func DedupInPlace(dir string, opt Options) (*Result, error) {
+	return DedupInPlaceContext(context.Background(), dir, opt)
+}
+
+// DedupInPlaceContext is DedupInPlace that stops when ctx is done (dir is then left as it was).
+func DedupInPlaceContext(ctx context.Context, dir string, opt Options) (*Result, error) {
 	dir = filepath.Clean(dir)
 	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".criukit-tmp-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	res, err := dedupInto(dir, tmp, opt)
+	res, err := dedupInto(ctx, dir, tmp, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -306,14 +319,10 @@ func (r *runs) skip(n, m int64) {
 	}
 }
 
-// writePagemap streams a pagemap image (head + entries) to path (temp file + rename).
+// writePagemap streams a pagemap image (head + entries) to path (internal/outfile: temp file + rename).
 func writePagemap(path string, like *image.Image, pagesID uint32, ents []pment) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = func() error {
+	err := outfile.Write(path, func(f io.Writer) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
 		w, err := image.NewWriter(bw, filepath.Base(path), like.Desc, like.Head)
 		if err != nil {
 			return err
@@ -336,24 +345,14 @@ func writePagemap(path string, like *image.Image, pagesID uint32, ents []pment) 
 			}
 		}
 		return bw.Flush()
-	}()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
+	})
 	if err != nil {
-		os.Remove(f.Name())
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
 
-func dedupInto(src, out string, opt Options) (res *Result, err error) {
+func dedupInto(ctx context.Context, src, out string, opt Options) (res *Result, err error) {
 	if err := checkStock(src); err != nil {
 		return nil, err
 	}
@@ -420,12 +419,22 @@ func dedupInto(src, out string, opt Options) (res *Result, err error) {
 		r := bufio.NewReaderSize(in, 1<<20)
 		var inIdx int64
 		for _, e := range pents {
+			if err := ctx.Err(); err != nil {
+				in.Close()
+				w.abort()
+				return nil, err
+			}
 			fl := image.PagemapFlags(e)
 			if fl&image.PEPresent == 0 {
 				w.other(pment{orig: e})
 				continue
 			}
 			for j := uint64(0); j < image.NrPages(e); j++ {
+				if j&4095 == 4095 && ctx.Err() != nil { // big entries: every 16 MiB
+					in.Close()
+					w.abort()
+					return nil, ctx.Err()
+				}
 				va := e.GetVaddr() + j*uint64(ps)
 				if _, err := io.ReadFull(r, buf); err != nil {
 					in.Close()

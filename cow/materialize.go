@@ -2,6 +2,7 @@ package cow
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,6 +25,12 @@ func isLayoutFile(name string) bool {
 // not exist: every process' pages are read through the parent chain and stored in its own pages
 // file again. src is not modified.
 func Materialize(src, dst string) error {
+	return MaterializeContext(context.Background(), src, dst)
+}
+
+// MaterializeContext is Materialize that stops when ctx is done (checked per pagemap entry),
+// leaving no temporary directory and nothing at dst.
+func MaterializeContext(ctx context.Context, src, dst string) error {
 	if !IsDeduped(src) {
 		return fmt.Errorf("%s: %w", src, ErrNotDeduped)
 	}
@@ -34,7 +41,7 @@ func Materialize(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if err := materializeInto(src, tmp); err != nil {
+	if err := materializeInto(ctx, src, tmp); err != nil {
 		_ = os.RemoveAll(tmp)
 		return err
 	}
@@ -45,7 +52,7 @@ func Materialize(src, dst string) error {
 	return nil
 }
 
-func materializeInto(src, out string) error {
+func materializeInto(ctx context.Context, src, out string) error {
 	tasks, err := readPstree(src)
 	if err != nil {
 		return err
@@ -101,6 +108,11 @@ func materializeInto(src, out string) error {
 			nr5 = nr5 || e.NrPages != nil
 		}
 		for _, e := range pents {
+			if err := ctx.Err(); err != nil {
+				f.Close()
+				mem.Close()
+				return err
+			}
 			fl := image.PagemapFlags(e)
 			if fl&(image.PEParent|image.PEPresent) == 0 {
 				nents = append(nents, pment{orig: e})
@@ -110,6 +122,11 @@ func materializeInto(src, out string) error {
 			nents = append(nents, newEntry(e.GetVaddr(), n, image.PEPresent|fl&image.PELazy, nr5))
 			for left, va := int64(n)*ps, int64(e.GetVaddr()); left > 0; {
 				k := min(left, int64(len(buf)))
+				if err := ctx.Err(); err != nil {
+					f.Close()
+					mem.Close()
+					return err
+				}
 				if _, err := mem.ReadAt(buf[:k], va); err != nil {
 					f.Close()
 					mem.Close()

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -264,22 +262,17 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 		}
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "page-server"), os.NewFile(uintptr(fds[1]), "criu-ps-socket")
-	v := o.Verbosity
-	if v == 0 {
-		v = 4
+	// criurun's command line (-D, -v4 -o, --network-lock nftables unless given, o.Args), plus
+	// the page server on fd 3.
+	po := o
+	po.Criu, po.ImagesDir, po.LogFile = criu, dir, log
+	cmd, err := po.Command(ctx, "dump", "-t", strconv.Itoa(pid), "--page-server", "--ps-socket", "3")
+	if err != nil {
+		ours.Close()
+		theirs.Close()
+		s.Abort()
+		return nil, err
 	}
-	args := []string{"dump", "-t", strconv.Itoa(pid), "-D", dir, "-v" + strconv.Itoa(v), "-o", log}
-	if !slices.ContainsFunc(o.Args, func(a string) bool { return a == "--network-lock" || strings.HasPrefix(a, "--network-lock=") }) {
-		args = append(args, "--network-lock", "nftables")
-	}
-	args = append(append(args, o.Args...), "--page-server", "--ps-socket", "3")
-	var cmd *exec.Cmd
-	if o.Netns != "" {
-		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + o.Netns, "--", criu}, args...)...)
-	} else {
-		cmd = exec.CommandContext(ctx, criu, args...)
-	}
-	cmd.Env = append(os.Environ(), o.Env...)
 	cmd.ExtraFiles = []*os.File{theirs}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out

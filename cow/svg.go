@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"html"
 	"io"
+
+	"github.com/criukit/criukit/internal/units"
 )
 
 // WriteSVG draws who shares what: one bar per process (parents first), as long as its pages; the
@@ -61,17 +63,7 @@ func WriteSVG(w io.Writer, r *Result) error {
 	return bw.Flush()
 }
 
-func human(b int64) string {
-	switch {
-	case b >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
-	case b >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", b)
-}
+func human(b int64) string { return units.Bytes(b) }
 
 // Human formats a byte count (for the CLI).
 func Human(b int64) string { return human(b) }

@@ -96,12 +96,11 @@ type Options struct {
 	NoCriu bool
 }
 
+// hasArg reports whether args hold one of names (criurun.HasArg: "--x", "--x=v", "-xV").
 func hasArg(args []string, names ...string) bool {
-	for _, a := range args {
-		for _, n := range names {
-			if a == n || strings.HasPrefix(a, n+"=") {
-				return true
-			}
+	for _, n := range names {
+		if criurun.HasArg(args, n) {
+			return true
 		}
 	}
 	return false

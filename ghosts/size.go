@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/criukit/criukit/internal/units"
 )
 
 // DefaultGhostLimit is CRIU's default --ghost-limit (DEFAULT_GHOST_LIMIT, 1 MiB).
@@ -30,14 +32,4 @@ func ParseSize(s string) (int64, error) {
 }
 
 // FormatSize prints n in bytes with a human-readable IEC value, e.g. "3002368 (2.9 MiB)".
-func FormatSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%d (%.1f GiB)", n, float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%d (%.1f MiB)", n, float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%d (%.1f KiB)", n, float64(n)/(1<<10))
-	}
-	return strconv.FormatInt(n, 10)
-}
+func FormatSize(n int64) string { return units.BytesExact(n) }

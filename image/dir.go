@@ -17,6 +17,7 @@ type FileInfo struct {
 	Size    int64  // bytes
 	Link    string // symlink target (the `parent` link of incremental dumps), else ""
 	Dir     bool   // a directory
+	Special string // "fifo", "socket", "device" or "other" for files that are never opened
 	Err     error  // why the file could not be read (the listing goes on)
 }
 
@@ -41,8 +42,29 @@ func ReadDir(dir string) ([]FileInfo, error) {
 			out = append(out, fi)
 			continue
 		}
-		if st, err := de.Info(); err == nil {
+		st, err := de.Info()
+		if err == nil {
 			fi.Size = st.Size()
+		}
+		if de.Type()&os.ModeType != 0 || (err == nil && !st.Mode().IsRegular()) {
+			// FIFOs, sockets, devices: never opened (a FIFO would block the listing).
+			if err == nil {
+				fi.Err = checkRegular(p, st)
+			} else {
+				fi.Err = err
+			}
+			switch m := de.Type(); {
+			case m&os.ModeNamedPipe != 0:
+				fi.Special = "fifo"
+			case m&os.ModeSocket != 0:
+				fi.Special = "socket"
+			case m&os.ModeDevice != 0:
+				fi.Special = "device"
+			default:
+				fi.Special = "other"
+			}
+			out = append(out, fi)
+			continue
 		}
 		if d, err := Classify(fi.Name); err == nil {
 			fi.Kind, fi.Type, fi.Magic = d.Kind, d.Name, d.Magic
@@ -56,7 +78,8 @@ func ReadDir(dir string) ([]FileInfo, error) {
 	return out, nil
 }
 
-// CountEntries counts the framed entries of an image file without reading extras.
+// CountEntries counts the framed entries of an image file by walking the framing (Reader.Skip):
+// extras are skipped and payloads of images without extras are not parsed.
 func CountEntries(path string) (int, error) {
 	r, err := Open(path)
 	if err != nil {
@@ -65,7 +88,7 @@ func CountEntries(path string) (int, error) {
 	defer r.Close()
 	n := 0
 	for {
-		_, err := r.Next()
+		_, err := r.Skip()
 		if err == io.EOF {
 			return n, nil
 		}

@@ -27,6 +27,11 @@ var (
 	ErrPageNotDumped = errors.New("page not in the dump")
 	// ErrPageLazy: the page was left to lazy-pages (PE_LAZY without PE_PRESENT); it is not in the images.
 	ErrPageLazy = errors.New("page is lazy (not in the images)")
+	// ErrNotRegular: the path is a directory, FIFO, device or socket, not an image file (FIFOs are
+	// never opened: an open would block).
+	ErrNotRegular = errors.New("not a regular file")
+	// ErrTooBig: the image would take more memory to hold whole than MaxDecodeBytes allows.
+	ErrTooBig = errors.New("image too large to hold in memory")
 	// ErrNoParent: a PE_PARENT page needs the `parent` images directory, which is missing.
 	ErrNoParent = errors.New("page is in the parent images directory, which is missing")
 )
@@ -34,6 +39,19 @@ var (
 // MaxEntrySize caps one protobuf payload (CRIU itself has no cap: criu/protobuf.c mallocs the u32 size).
 // Real payloads are far below it; the cap stops garbage sizes from causing huge allocations.
 var MaxEntrySize uint32 = 64 << 20
+
+// MaxEmptyEntries caps the zero-length entries of one image. CRIU writes an empty entry only for a
+// message with no field set, and only images of one such entry have them (stats, netns, cgroup...);
+// a file padded with zeros after its magic would otherwise decode as millions of empty entries.
+var MaxEmptyEntries = 4096
+
+// MaxDecodeBytes caps what Decode/ReadFile hold in memory for one image: entry payloads and extras,
+// plus decodeEntryCost per entry, or the whole content of a raw file. Larger images are refused
+// with ErrTooBig (stream them with Open/Next instead).
+var MaxDecodeBytes int64 = 1 << 30
+
+// decodeEntryCost estimates the memory of one decoded entry besides its payload (Entry, message).
+const decodeEntryCost = 160
 
 // FormatError tells what is wrong in which file, at which byte offset and in which entry.
 // Entry is the 0-based entry index, -1 for the file head.

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
+
+	"github.com/criukit/criukit/internal/outfile"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -44,16 +44,23 @@ func decodeFrom(rd *Reader) (*Image, error) {
 	img := &Image{Name: rd.name, Desc: rd.desc, Head: rd.head}
 	if rd.desc.Kind == KindRaw || rd.desc.Kind == KindUnknown {
 		var err error
+		if rd.size > MaxDecodeBytes {
+			return nil, ferr(rd.name, 0, -1, ErrTooBig, "%s file of %d bytes is above the %d bytes limit (image.MaxDecodeBytes); read it as a stream", rd.desc.Kind, rd.size, MaxDecodeBytes)
+		}
 		if rd.size >= 0 {
 			img.Raw, err = readFullN(rd.Raw(), rd.size)
 		} else {
-			img.Raw, err = io.ReadAll(rd.Raw())
+			img.Raw, err = io.ReadAll(io.LimitReader(rd.Raw(), MaxDecodeBytes+1))
+			if err == nil && int64(len(img.Raw)) > MaxDecodeBytes {
+				return nil, ferr(rd.name, MaxDecodeBytes, -1, ErrTooBig, "%s stream longer than the %d bytes limit (image.MaxDecodeBytes)", rd.desc.Kind, MaxDecodeBytes)
+			}
 		}
 		if err != nil {
 			return nil, ferr(rd.name, int64(len(img.Raw)), -1, ErrTruncated, "%v", err)
 		}
 		return img, nil
 	}
+	var cost int64
 	for {
 		e, err := rd.Next()
 		if err == io.EOF {
@@ -62,9 +69,29 @@ func decodeFrom(rd *Reader) (*Image, error) {
 		if err != nil {
 			return nil, err
 		}
+		tooBig := func() error {
+			return ferr(rd.name, e.Offset, len(img.Entries), ErrTooBig, "%d entries need more than %d bytes in memory (image.MaxDecodeBytes); stream it with image.Open", len(img.Entries)+1, MaxDecodeBytes)
+		}
+		if cost += decodeEntryCost + rd.pos - e.Offset; cost > MaxDecodeBytes {
+			return nil, tooBig()
+		}
 		if e.ExtraLen != 0 {
 			x := rd.Extra()
-			if e.ExtraLen > 0 {
+			if left := MaxDecodeBytes - cost; e.ExtraLen > left || e.ExtraLen < 0 {
+				// Read no more than the budget: a short read is the truncation it always was.
+				x = io.LimitReader(x, left+1)
+				if e.ExtraLen < 0 {
+					e.Extra, err = io.ReadAll(x)
+				} else {
+					e.Extra, err = readFullN(x, left+1)
+				}
+				if int64(len(e.Extra)) > left {
+					return nil, tooBig()
+				}
+				if err == nil && e.ExtraLen > 0 {
+					err = io.ErrUnexpectedEOF
+				}
+			} else if e.ExtraLen > 0 {
 				e.Extra, err = readFullN(x, e.ExtraLen)
 			} else {
 				e.Extra, err = io.ReadAll(x)
@@ -77,12 +104,17 @@ func decodeFrom(rd *Reader) (*Image, error) {
 				return nil, ferr(rd.name, e.Offset, len(img.Entries), ErrTruncated, "extra of %d bytes: %v", e.ExtraLen, err)
 			}
 			e.ExtraLen = int64(len(e.Extra))
+			cost += e.ExtraLen
 		}
 		img.Entries = append(img.Entries, e)
 	}
 }
 
+// ReadAll decodes the rest of the image into memory (refused with ErrTooBig above MaxDecodeBytes).
+func (r *Reader) ReadAll() (*Image, error) { return decodeFrom(r) }
+
 // ReadFile decodes the image file at path (whole file in memory).
+// Only regular files are read (see Open); images above MaxDecodeBytes are refused with ErrTooBig.
 func ReadFile(path string) (*Image, error) {
 	rd, err := Open(path)
 	if err != nil {
@@ -185,36 +217,9 @@ func DefaultHead(d *Desc) []uint32 {
 	return []uint32{d.Head, d.MagicValue}
 }
 
-// WriteFile encodes img to path atomically (temp file in the same directory, then rename).
+// WriteFile encodes img to path with internal/outfile: a temporary file in the same directory,
+// fsynced and renamed (mode of the file replaced, else 0644); devices and FIFOs are written in place,
+// directories refused.
 func WriteFile(path string, img *Image) error {
-	return writeAtomic(path, img.Encode)
-}
-
-func writeAtomic(path string, fill func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
+	return outfile.Write(path, img.Encode)
 }

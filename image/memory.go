@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"sync"
 
 	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 )
@@ -69,6 +70,7 @@ type Memory struct {
 	parent   *Memory
 	parentOK bool
 	parentEr error
+	mu       sync.Mutex // guards pages, parent*: ReadAt may be called in parallel (io.ReaderAt)
 }
 
 type pagesFile interface {
@@ -148,6 +150,8 @@ func (m *Memory) stat(p string) (fs.FileInfo, error) {
 
 // PagesReader returns the pages file (pages-<id>.img) as an io.ReaderAt, opened on first use.
 func (m *Memory) PagesReader() (io.ReaderAt, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.pages == nil {
 		var f pagesFile
 		var err error
@@ -173,6 +177,8 @@ func (m *Memory) PagesReader() (io.ReaderAt, error) {
 
 // Close closes the pages files (also of parents).
 func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var err error
 	if m.pages != nil {
 		err = m.pages.Close()
@@ -195,6 +201,8 @@ func (m *Memory) find(va uint64) (PageRange, bool) {
 }
 
 func (m *Memory) getParent() (*Memory, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.parentOK {
 		return m.parent, m.parentEr
 	}

@@ -150,3 +150,42 @@ var pagemapHead1 = pagemap.PagemapHead{PagesId: u32p(1)}
 func pagemapEntry(va, nr uint64) *pagemap.PagemapEntry {
 	return &pagemap.PagemapEntry{Vaddr: u64p(va), CompatNrPages: u32p(0), NrPages: u64p(nr), Flags: u32p(PEPresent)}
 }
+
+// TestMemoryParallelReadAt: io.ReaderAt promises parallel calls are safe; the pages file and the
+// parent are opened lazily by whichever call comes first (run with -race: scripts/test does).
+func TestMemoryParallelReadAt(t *testing.T) {
+	top := t.TempDir()
+	par, child := filepath.Join(top, "d1"), filepath.Join(top, "d2")
+	os.Mkdir(par, 0o755)
+	os.Mkdir(child, 0o755)
+	os.Symlink("../d1", filepath.Join(child, "parent"))
+	const A = 0x10000
+	writeImg(t, par, "pagemap-7.img", new(builder).head(0x56084025).msg(&pagemap.PagemapHead{PagesId: u32p(1)}).
+		msg(&pagemap.PagemapEntry{Vaddr: u64p(A + 0x1000), NrPages: u64p(1), CompatNrPages: u32p(0), Flags: u32p(PEPresent)}))
+	writeImg(t, par, "pages-1.img", new(builder).raw(page('p')))
+	writeImg(t, child, "pagemap-7.img", new(builder).head(0x56084025).msg(&pagemap.PagemapHead{PagesId: u32p(2)}).
+		msg(&pagemap.PagemapEntry{Vaddr: u64p(A), NrPages: u64p(1), CompatNrPages: u32p(0), Flags: u32p(PEPresent)}).
+		msg(&pagemap.PagemapEntry{Vaddr: u64p(A + 0x1000), NrPages: u64p(1), CompatNrPages: u32p(0), Flags: u32p(PEParent)}))
+	writeImg(t, child, "pages-2.img", new(builder).raw(page('c')))
+	m, err := OpenMemory(child, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		go func() {
+			buf := make([]byte, 2*PageSize)
+			_, err := m.ReadAt(buf, A)
+			if err == nil && (buf[0] != 'c' || buf[PageSize] != 'p') {
+				err = errors.New("wrong bytes")
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 16; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	ghost_file "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
 	"google.golang.org/protobuf/proto"
@@ -18,8 +20,10 @@ var UnknownDesc = &Desc{Name: "UNKNOWN", Kind: KindUnknown}
 
 var order = binary.NativeEndian // CRIU writes sizes and magics in host byte order
 
-var unmarshalOpts = proto.UnmarshalOptions{AllowPartial: true}
-var marshalOpts = proto.MarshalOptions{AllowPartial: true}
+// Required proto2 fields are checked both ways, as CRIU (protobuf-c) does: an entry missing one
+// could not be restored, and a file of zeros would otherwise read as empty entries.
+var unmarshalOpts = proto.UnmarshalOptions{}
+var marshalOpts = proto.MarshalOptions{}
 
 // Reader streams the entries of one image file. Extras are never read unless asked for: Next skips
 // them (seeking when the source is a file), Extra returns a reader over the current entry's extra.
@@ -37,6 +41,7 @@ type Reader struct {
 	pos    int64       // offset of the next byte br returns
 
 	index       int
+	empty       int // zero-length entries so far (MaxEmptyEntries)
 	ghostChunks bool
 	done        bool
 	err         error
@@ -51,23 +56,65 @@ type Reader struct {
 }
 
 // Open opens an image file for streaming. Close it when done.
+// Only regular files are read: a directory, FIFO, device or socket is refused (ErrNotRegular) and a
+// FIFO is never opened (opening one blocks until a writer comes).
 func Open(path string) (*Reader, error) {
-	f, err := os.Open(path)
+	return OpenAs(path, filepath.Base(path))
+}
+
+// OpenAs is Open for a file whose type is given by name (a CRIU base name) rather than its own name.
+func OpenAs(path, name string) (*Reader, error) {
+	f, st, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	r, err := newReader(io.NewSectionReader(f, 0, st.Size()), filepath.Base(path), st.Size())
+	r, err := newReader(io.NewSectionReader(f, 0, st.Size()), filepath.Base(name), st.Size())
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	r.closer = f
 	return r, nil
+}
+
+// openRegular opens path for reading if it is a regular file (non-blocking open, then fstat: a FIFO
+// swapped in between is not waited for).
+func openRegular(path string) (*os.File, os.FileInfo, error) {
+	if st, err := os.Stat(path); err != nil {
+		return nil, nil, err
+	} else if err := checkRegular(path, st); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err == nil {
+		err = checkRegular(path, st)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, st, nil
+}
+
+func checkRegular(path string, st os.FileInfo) error {
+	m := st.Mode()
+	switch {
+	case m.IsRegular():
+		return nil
+	case m.IsDir():
+		return fmt.Errorf("%s: %w: it is a directory, not an image file (list a dump with `criukit ls DIR`)", path, ErrNotRegular)
+	case m&os.ModeNamedPipe != 0:
+		return fmt.Errorf("%s: %w: it is a FIFO (not opened: an open would wait for a writer; to decode a stream, pipe it to stdin)", path, ErrNotRegular)
+	case m&os.ModeSocket != 0:
+		return fmt.Errorf("%s: %w: it is a socket", path, ErrNotRegular)
+	case m&os.ModeDevice != 0:
+		return fmt.Errorf("%s: %w: it is a device node", path, ErrNotRegular)
+	}
+	return fmt.Errorf("%s: %w (%v)", path, ErrNotRegular, m.Type())
 }
 
 // NewReader reads the head of the image called name (base name decides the type) from r. When r is
@@ -306,10 +353,21 @@ func (r *Reader) finishExtra() error {
 // extra with Extra before calling Next again). It returns io.EOF after the last entry, and at once for
 // raw and unknown files. Errors are *FormatError values.
 func (r *Reader) Next() (*Entry, error) {
+	return r.nextEntry(false)
+}
+
+// Skip moves past the next entry walking the framing only: payloads of images without extras are
+// neither read into memory nor parsed (Entry.Msg is nil then; Offset and ExtraLen are set). It returns
+// io.EOF after the last entry. Counting entries with Skip costs no memory whatever the file holds.
+func (r *Reader) Skip() (*Entry, error) {
+	return r.nextEntry(true)
+}
+
+func (r *Reader) nextEntry(skip bool) (*Entry, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	e, err := r.next()
+	e, err := r.next(skip)
 	if err != nil {
 		r.err = err
 		return nil, err
@@ -317,7 +375,7 @@ func (r *Reader) Next() (*Entry, error) {
 	return e, nil
 }
 
-func (r *Reader) next() (*Entry, error) {
+func (r *Reader) next(skip bool) (*Entry, error) {
 	if r.desc.Kind == KindRaw || r.desc.Kind == KindUnknown {
 		return nil, io.EOF
 	}
@@ -343,6 +401,19 @@ func (r *Reader) next() (*Entry, error) {
 	}
 	if r.size >= 0 && r.pos+int64(sz) > r.size {
 		return nil, ferr(r.name, off, idx, ErrTruncated, "entry needs %d bytes, only %d left in the file", sz, r.size-r.pos)
+	}
+	if sz == 0 {
+		if r.empty++; r.empty > MaxEmptyEntries {
+			return nil, ferr(r.name, off, idx, ErrBadPayload, "more than %d empty entries: the rest of the file is zeros, not CRIU entries", MaxEmptyEntries)
+		}
+	}
+	if skip && r.desc.Extra == ExtraNone {
+		if err := r.skip(int64(sz)); err != nil {
+			return nil, ferr(r.name, off, idx, ErrTruncated, "entry needs %d bytes: %v", sz, err)
+		}
+		r.index++
+		r.extraLen, r.inExtra = 0, false
+		return &Entry{Offset: off}, nil
 	}
 	payload, err := r.readPayload(sz)
 	if err != nil {

@@ -69,7 +69,7 @@ func Run(ctx context.Context, pid int, opts RunOptions) (*Report, error) {
 	if opts.OnAttach != nil {
 		opts.OnAttach(tr)
 	}
-	rep := &Report{Pid: pid, PageSize: int(pageSize), IntervalNs: opts.Interval, Start: time.Now()}
+	rep := &Report{Pid: pid, PageSize: int(pageSize), IntervalNs: opts.Interval, Start: time.Now(), UffdLeft: []int{}}
 	seen := map[int][]uint64{} // region ID -> bitmap of written pages
 	sums := map[int]*RegionSummary{}
 	var deadline time.Time
@@ -120,7 +120,9 @@ loop:
 	cerr := tr.Close()
 	if !rep.Exited && processAlive(pid) {
 		left, err := UffdFDs(pid)
-		rep.UffdLeft = left
+		if left != nil {
+			rep.UffdLeft = left
+		}
 		rep.Released = cerr == nil && err == nil && len(left) == 0
 		if len(left) > 0 {
 			cerr = errors.Join(cerr, fmt.Errorf("memtrack: pid %d still holds uffd fds %v after release", pid, left))

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
+
+	"github.com/criukit/criukit/internal/outfile"
 )
 
 // WriteSVG draws written pages per interval over time: the total and the busiest regions (up to 5).
@@ -90,24 +90,13 @@ func WriteSVG(w io.Writer, rep *Report) error {
 	return err
 }
 
-// WriteSVGFile writes the plot to path atomically (temp file + rename).
+// WriteSVGFile writes the plot to path with internal/outfile (temp file + rename; devices written in
+// place).
 func WriteSVGFile(path string, rep *Report) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".memtrack-*.svg")
-	if err != nil {
+	if err := outfile.Write(path, func(w io.Writer) error { return WriteSVG(w, rep) }); err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
-	defer os.Remove(f.Name())
-	if err := WriteSVG(f, rep); err != nil {
-		f.Close()
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return nil
 }
 
 // niceCeil rounds v up to 4 times 1, 2, 2.5 or 5 times a power of ten (so quarter ticks are round).

@@ -1,6 +1,7 @@
 package netrw
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/criukit/criukit/netrw/addrmap"
 )
 
@@ -36,6 +38,12 @@ type RewriteOptions struct {
 // Rewrite maps socket and netns addresses of the image directory dir. The report is returned
 // also when checks fail (then err wraps ErrChecks and nothing is written).
 func Rewrite(dir string, o RewriteOptions) (*Report, error) {
+	return RewriteContext(context.Background(), dir, o)
+}
+
+// RewriteContext is Rewrite that stops when ctx is done (between files of the output), leaving no
+// temporary directory and the input as it was.
+func RewriteContext(ctx context.Context, dir string, o RewriteOptions) (*Report, error) {
 	if o.Map.Empty() && len(o.Ports) == 0 {
 		return nil, fmt.Errorf("%w: give --map OLD=NEW and/or --port OLD:NEW", ErrNothing)
 	}
@@ -91,7 +99,7 @@ func Rewrite(dir string, o RewriteOptions) (*Report, error) {
 		p.warnf("restored in another netns, the source netns keeps CRIU's lock table for the old connections: "+
 			"remove it there with 'nft delete table %s' (a restore in the source netns removes it itself)", table)
 	}
-	return p.finish(o.Output)
+	return p.finish(ctx, o.Output)
 }
 
 // netnsAddrs lists the addresses currently assigned in the netns at path.
@@ -197,10 +205,10 @@ func Close(dir string, o CloseOptions) (*Report, error) {
 		p.warnf("no TCP connection matched the selection")
 	}
 	p.check(nil)
-	return p.finish(o.Output)
+	return p.finish(context.Background(), o.Output)
 }
 
-func (p *plan) finish(o Output) (*Report, error) {
+func (p *plan) finish(ctx context.Context, o Output) (*Report, error) {
 	files, remove, err := p.apply()
 	if err != nil {
 		return p.rep, err
@@ -223,7 +231,7 @@ func (p *plan) finish(o Output) (*Report, error) {
 		return p.rep, errors.New("no output: give OUTDIR, --in-place or --dry-run")
 	}
 	p.rep.Output = out
-	if err := writeDir(p.d.Path, out, p.newRaw, remove, o.InPlace); err != nil {
+	if err := writeDir(ctx, p.d.Path, out, p.newRaw, remove, o.InPlace); err != nil {
 		return p.rep, err
 	}
 	p.rep.Written = true
@@ -233,7 +241,7 @@ func (p *plan) finish(o Output) (*Report, error) {
 // writeDir builds the output in a temp dir next to out: changed files written fresh, removed ones
 // left out, pages-*.img hard-linked when possible (CRIU only reads them), the rest copied. Then
 // it renames the temp dir to out (in place: src moves to src.orig first).
-func writeDir(src, out string, changed map[string][]byte, remove []string, inPlace bool) error {
+func writeDir(ctx context.Context, src, out string, changed map[string][]byte, remove []string, inPlace bool) error {
 	out = filepath.Clean(out)
 	if !inPlace {
 		if _, err := os.Lstat(out); err == nil {
@@ -259,13 +267,20 @@ func writeDir(src, out string, changed map[string][]byte, remove []string, inPla
 		return err
 	}
 	for _, e := range ents {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		n := e.Name()
 		if skip[n] {
 			continue
 		}
 		from, to := filepath.Join(src, n), filepath.Join(tmp, n)
 		if b, ok := changed[n]; ok {
-			if err := os.WriteFile(to, b, 0o600); err != nil {
+			mode := outfile.DefaultMode
+			if st, err := os.Stat(from); err == nil {
+				mode = st.Mode().Perm() // keep the original's mode (files.img is 0644 from criu)
+			}
+			if err := outfile.WriteMode(to, mode, func(w io.Writer) error { _, err := w.Write(b); return err }); err != nil {
 				return err
 			}
 			continue
@@ -348,4 +363,4 @@ func copyEntry(from, to string, link bool) error {
 
 // CopyDir copies an image directory to a new directory dst (temp dir + rename; pages-*.img
 // hard-linked when possible).
-func CopyDir(src, dst string) error { return writeDir(src, dst, nil, nil, false) }
+func CopyDir(src, dst string) error { return writeDir(context.Background(), src, dst, nil, nil, false) }

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/criukit/criukit/anonymize"
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/criukit/criukit/report/knownissues"
 )
 
@@ -42,6 +41,9 @@ type Options struct {
 	Version string   // criukit version for summary.json and the manifest
 	// Env, when set, is used instead of collecting the environment (tests, reports of another host).
 	Env *Env
+	// Progress, when set, is called as the anonymizer goes through the input (done and total
+	// bytes, current file) and then once per bundle member written (file = "bundle: NAME").
+	Progress func(done, total int64, file string)
 }
 
 // Prefix is the directory every bundle member lives under.
@@ -160,8 +162,8 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 		}
 	}
 	anonOut := filepath.Join(work, "anon")
-	man, err := anonymize.Run(in, anonOut, anonymize.Options{Level: o.Level, Key: o.Key, Secrets: o.Secrets,
-		Logs: append(extraLogs, envPath), MapOut: o.MapOut, Version: o.Version, Partial: true})
+	man, err := anonymize.RunContext(ctx, in, anonOut, anonymize.Options{Level: o.Level, Key: o.Key, Secrets: o.Secrets,
+		Logs: append(extraLogs, envPath), MapOut: o.MapOut, Version: o.Version, Progress: o.Progress, Partial: true})
 	if err != nil {
 		return nil, fmt.Errorf("report: anonymize: %w", err)
 	}
@@ -178,7 +180,10 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 	for _, l := range logs {
 		logBase[filepath.Base(l)] = true
 	}
+	// Members are small texts held in memory or files of the anonymized tree streamed from disk
+	// when the tar is written: a dump's pages are never all in memory.
 	members := map[string][]byte{}
+	files := map[string]string{} // member -> path
 	sum := &Summary{Tool: "criukit report", Version: o.Version, Level: o.Level.String(), Env: senv,
 		Findings: []*knownissues.Match{}, Logs: []string{}, Images: []string{}, Dropped: man.Dropped, Counts: man.Counts}
 	ents, err := os.ReadDir(anonOut)
@@ -192,15 +197,19 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 		if name == envFile {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(anonOut, name))
-		if err != nil {
-			return nil, fmt.Errorf("report: %w", err)
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
+		p := filepath.Join(anonOut, name)
 		switch {
 		case name == "MANIFEST.json":
-			members[name] = b
+			files[name] = p
 		case logBase[name]:
-			members["logs/"+name] = b
+			files["logs/"+name] = p
+			b, err := os.ReadFile(p) // one log at a time (scanned for known issues and the excerpt)
+			if err != nil {
+				return nil, fmt.Errorf("report: %w", err)
+			}
 			sum.Logs = append(sum.Logs, name)
 			res, err := set.Scan(bytes.NewReader(b), name)
 			if err != nil {
@@ -212,7 +221,7 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 				sum.LastError, sum.ErrorLog, errLog = last, name, ex
 			}
 		default:
-			members["images/"+name] = b
+			files["images/"+name] = p
 			sum.Images = append(sum.Images, name)
 		}
 	}
@@ -229,6 +238,9 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 	for n := range members {
 		names = append(names, n)
 	}
+	for n := range files {
+		names = append(names, n)
+	}
 	sort.Strings(names)
 	for _, n := range names {
 		sum.Members = append(sum.Members, Prefix+n)
@@ -238,7 +250,7 @@ func Build(ctx context.Context, out string, o Options) (*Result, error) {
 		return nil, err
 	}
 	members["summary.json"] = append(sj, '\n')
-	if err := writeBundle(out, names, members); err != nil {
+	if err := writeBundle(ctx, out, names, members, files, o.Progress); err != nil {
 		return nil, err
 	}
 	return &Result{Bundle: out, Issue: issue, Summary: sum, Manifest: man}, nil
@@ -265,40 +277,21 @@ func mergeMatches(have, add []*knownissues.Match) []*knownissues.Match {
 var bundleTime = time.Unix(0, 0).UTC()
 
 // writeBundle writes a deterministic tar.gz (sorted members, fixed mtimes/owners, gzip header
-// without name and mtime) to a temp file next to out, then renames it.
-func writeBundle(out string, names []string, members map[string][]byte) error {
-	var sfx [6]byte
-	rand.Read(sfx[:])
-	tmp := out + ".partial-" + hex.EncodeToString(sfx[:])
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("report: bundle: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := WriteTarGz(f, names, members); err != nil {
+// without name and mtime) with internal/outfile (temp file next to out, fsync, rename).
+func writeBundle(ctx context.Context, out string, names []string, members map[string][]byte, files map[string]string, progress func(done, total int64, file string)) error {
+	if err := outfile.Write(out, func(w io.Writer) error { return writeTarGz(ctx, w, names, members, files, progress) }); err != nil {
 		return fmt.Errorf("report: bundle %s: %w", out, err)
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return fmt.Errorf("report: bundle: %w", err)
-	}
-	ok = true
 	return nil
 }
 
 // WriteTarGz writes members (in the order of names) under Prefix as a reproducible tar.gz.
 func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
+	return writeTarGz(context.Background(), w, names, members, nil, nil)
+}
+
+// writeTarGz is WriteTarGz with members also read from files (member -> path), streamed one by one.
+func writeTarGz(ctx context.Context, w io.Writer, names []string, members map[string][]byte, files map[string]string, progress func(done, total int64, file string)) error {
 	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
 	if err != nil {
 		return err
@@ -315,10 +308,16 @@ func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
 		all = append(all, d+"/")
 	}
 	sort.Strings(all)
-	for _, n := range all {
+	for i, n := range all {
 		h := &tar.Header{Name: Prefix + n, Mode: 0o644, ModTime: bundleTime, Format: tar.FormatUSTAR, Typeflag: tar.TypeReg}
 		if n == "" || strings.HasSuffix(n, "/") {
 			h.Typeflag, h.Mode = tar.TypeDir, 0o755
+		} else if p, ok := files[n]; ok {
+			st, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			h.Size = st.Size()
 		} else {
 			h.Size = int64(len(members[n]))
 		}
@@ -328,10 +327,27 @@ func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
-		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write(members[n]); err != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		if progress != nil {
+			progress(int64(i), int64(len(all)), "bundle: "+n)
+		}
+		if p, ok := files[n]; ok {
+			f, err := os.Open(p)
+			if err != nil {
 				return err
 			}
+			_, err = io.Copy(tw, f)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("%s: %w", n, err)
+			}
+		} else if _, err := tw.Write(members[n]); err != nil {
+			return err
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -340,36 +356,49 @@ func WriteTarGz(w io.Writer, names []string, members map[string][]byte) error {
 	return zw.Close()
 }
 
-// ReadBundle returns the regular members of a bundle (name without Prefix -> content).
-func ReadBundle(path string) (map[string][]byte, []string, error) {
+// WalkBundle calls fn for every member of a bundle in order (name without Prefix), streaming: fn
+// reads the content of regular members from r (nothing is held in memory).
+func WalkBundle(path string, fn func(name string, h *tar.Header, r io.Reader) error) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	defer f.Close()
 	zr, err := gzip.NewReader(f)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	tr := tar.NewReader(zr)
-	m := map[string][]byte{}
-	var order []string
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return m, order, nil
+			return nil
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
+		if err := fn(strings.TrimPrefix(h.Name, Prefix), h, tr); err != nil {
+			return fmt.Errorf("%s: member %s: %w", path, h.Name, err)
+		}
+	}
+}
+
+// ReadBundle returns the regular members of a bundle (name without Prefix -> content) and every
+// member's name in order. It holds the whole bundle: for big ones use WalkBundle.
+func ReadBundle(path string) (map[string][]byte, []string, error) {
+	m := map[string][]byte{}
+	var order []string
+	err := WalkBundle(path, func(name string, h *tar.Header, r io.Reader) error {
 		order = append(order, h.Name)
 		if h.Typeflag != tar.TypeReg {
-			continue
+			return nil
 		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: member %s: %w", path, h.Name, err)
-		}
-		m[strings.TrimPrefix(h.Name, Prefix)] = b
+		b, err := io.ReadAll(r)
+		m[name] = b
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
+	return m, order, nil
 }

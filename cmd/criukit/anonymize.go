@@ -3,11 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/criukit/criukit/anonymize"
 	"github.com/criukit/criukit/anonymize/pseudo"
@@ -83,6 +83,7 @@ maintainer's machine.`,
   criukit anonymize --level content ctr.tar.zst ctr-public.tar.zst && podman container restore --import ctr-public.tar.zst`,
 	Args: cobra.RangeArgs(1, 2),
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		lvl, err := anonymize.ParseLevel(anonFlags.level)
 		if err != nil {
 			return fmt.Errorf("anonymize: --level: %w", err)
@@ -94,51 +95,48 @@ maintainer's machine.`,
 				return fmt.Errorf("anonymize: %w", err)
 			}
 		}
-		if isTerminal(os.Stderr) && !anonFlags.json {
-			last := time.Time{}
+		prog := newProgress(cmd, anonFlags.json)
+		defer prog.done()
+		if prog != nil {
 			o.Progress = func(done, total int64, file string) {
-				if time.Since(last) < 100*time.Millisecond && done < total {
-					return
-				}
-				last = time.Now()
 				pct := 100.0
 				if total > 0 {
 					pct = 100 * float64(done) / float64(total)
 				}
-				fmt.Fprintf(os.Stderr, "\r\033[K%5.1f%% %d/%d MiB %s", pct, done>>20, total>>20, file)
+				prog.printf(done >= total, "%5.1f%% %d/%d MiB %s", pct, done>>20, total>>20, file)
 			}
 		}
 		if lvl == anonymize.Inventory {
 			rep, err := anonymize.InventoryReport(args[0], o)
-			clearProgress(o)
+			prog.done()
 			if err != nil {
 				return err
 			}
-			return printInventory(rep)
+			return printInventory(stdout, rep)
 		}
 		if len(args) != 2 {
 			return fmt.Errorf("anonymize: OUTDIR is required at level %s", lvl)
 		}
-		man, err := anonymize.Run(args[0], args[1], o)
-		clearProgress(o)
+		man, err := anonymize.RunContext(cmd.Context(), args[0], args[1], o)
+		prog.done()
 		if err != nil {
 			return err
 		}
 		if anonFlags.json {
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			return enc.Encode(man)
 		}
-		fmt.Printf("wrote %s (level %s): %d files, %d dropped\n", args[1], man.Level, len(man.Files), len(man.Dropped))
-		printCounts(man.Counts)
+		fmt.Fprintf(stdout, "wrote %s (level %s): %d files, %d dropped\n", args[1], man.Level, len(man.Files), len(man.Dropped))
+		printCounts(stdout, man.Counts)
 		for _, d := range man.Dropped {
-			fmt.Printf("  dropped %s: %s\n", d.Name, d.Reason)
+			fmt.Fprintf(stdout, "  dropped %s: %s\n", d.Name, d.Reason)
 		}
 		v := man.Verification
-		fmt.Printf("verified: %d images decode, %d cross references, %d values scanned for in %d bytes, %d tar members, %d decoded fields\n",
+		fmt.Fprintf(stdout, "verified: %d images decode, %d cross references, %d values scanned for in %d bytes, %d tar members, %d decoded fields\n",
 			v.Decoded, v.CrossRefs, v.DictionaryValues+v.BinaryForms, v.ScannedBytes, v.TarMembers, v.FieldsChecked)
 		if anonFlags.mapOut != "" {
-			fmt.Printf("mapping (keep it private): %s\n", anonFlags.mapOut)
+			fmt.Fprintf(stdout, "mapping (keep it private): %s\n", anonFlags.mapOut)
 		}
 		return nil
 	},
@@ -154,26 +152,21 @@ mapped should be replaced by equivalent ones for the restored process to run on.
 	Example: `  criukit anonymize kit /tmp/dump-public && criu restore -D /tmp/dump-public -d`,
 	Args:    cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		ents, err := anonymize.ReadKit(args[0] + "/" + anonymize.KitFile)
 		if err != nil {
 			return fmt.Errorf("anonymize kit: %w", err)
 		}
 		created, err := anonymize.ApplyRestoreKit(ents)
 		for _, c := range created {
-			fmt.Println("created", c)
+			fmt.Fprintln(stdout, "created", c)
 		}
 		if err != nil {
 			return fmt.Errorf("anonymize kit: %w", err)
 		}
-		fmt.Printf("%d of %d kit paths created\n", len(created), len(ents))
+		fmt.Fprintf(stdout, "%d of %d kit paths created\n", len(created), len(ents))
 		return nil
 	},
-}
-
-func clearProgress(o anonymize.Options) {
-	if o.Progress != nil {
-		fmt.Fprint(os.Stderr, "\r\033[K")
-	}
 }
 
 // isTerminal reports whether f is a terminal (TCGETS succeeds): progress lines go only there.
@@ -182,40 +175,40 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-func printCounts(c map[string]int) {
+func printCounts(stdout io.Writer, c map[string]int) {
 	keys := make([]string, 0, len(c))
 	for k := range c {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	tw := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', 0)
+	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
 	for _, k := range keys {
 		fmt.Fprintf(tw, "  %s\t%d\n", k, c[k])
 	}
 	tw.Flush()
 }
 
-func printInventory(rep *anonymize.Report) error {
+func printInventory(stdout io.Writer, rep *anonymize.Report) error {
 	if anonFlags.json {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	fmt.Println("inventory (original values below: keep this report local)")
-	printCounts(rep.Counts)
+	fmt.Fprintln(stdout, "inventory (original values below: keep this report local)")
+	printCounts(stdout, rep.Counts)
 	cats := make([]string, 0, len(rep.Samples))
 	for k := range rep.Samples {
 		cats = append(cats, k)
 	}
 	sort.Strings(cats)
 	for _, c := range cats {
-		fmt.Printf("  %s: %s\n", c, strings.Join(quoteAll(rep.Samples[c]), ", "))
+		fmt.Fprintf(stdout, "  %s: %s\n", c, strings.Join(quoteAll(rep.Samples[c]), ", "))
 	}
 	for _, d := range rep.Dropped {
-		fmt.Printf("  would drop %s: %s\n", d.Name, d.Reason)
+		fmt.Fprintf(stdout, "  would drop %s: %s\n", d.Name, d.Reason)
 	}
 	if rep.Problem != "" {
-		fmt.Printf("the identity level would fail: %s\n", rep.Problem)
+		fmt.Fprintf(stdout, "the identity level would fail: %s\n", rep.Problem)
 	}
 	return nil
 }

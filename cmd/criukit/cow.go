@@ -4,15 +4,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/criukit/criukit/cow"
 	"github.com/criukit/criukit/internal/criurun"
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/spf13/cobra"
 )
 
@@ -31,6 +31,13 @@ Deduped directories carry the marker file ` + cow.MarkerFile + `. Never restore 
 them: materialize first.`,
 }
 
+// cowFlags holds the flags of the cow subcommands (bound with XxxVar, like every command).
+var cowFlags struct {
+	inPlace, json, statsJSON bool
+	maxLevels                int
+	svg                      string
+}
+
 var cowDedupCmd = &cobra.Command{
 	Use:   "dedup DIR [OUTDIR]",
 	Short: "Dedup a stock images directory into OUTDIR (or in place with --in-place)",
@@ -47,26 +54,32 @@ atomically (renameat2 RENAME_EXCHANGE). Incremental dumps (pre-dump parent chain
   criukit cow dedup /tmp/imgs /tmp/imgs.cow --json | jq .pages_bytes_after`,
 	Args: cobra.RangeArgs(1, 2),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		inPlace, _ := cmd.Flags().GetBool("in-place")
-		asJSON, _ := cmd.Flags().GetBool("json")
-		levels, _ := cmd.Flags().GetInt("max-levels")
+		inPlace, asJSON, levels := cowFlags.inPlace, cowFlags.json, cowFlags.maxLevels
 		opt := cow.Options{MaxLevels: levels}
+		prog := newProgress(cmd, asJSON)
+		defer prog.done()
+		if prog != nil {
+			opt.Progress = func(pid int, done, deduped int64) {
+				prog.printf(false, "pid %d done: %d pages read, %d stored once", pid, done, deduped)
+			}
+		}
 		var res *cow.Result
 		var err error
 		switch {
 		case inPlace && len(args) == 2:
 			return fmt.Errorf("cow dedup: give OUTDIR or --in-place, not both")
 		case inPlace:
-			res, err = cow.DedupInPlace(args[0], opt)
+			res, err = cow.DedupInPlaceContext(cmd.Context(), args[0], opt)
 		case len(args) == 2:
-			res, err = cow.Dedup(args[0], args[1], opt)
+			res, err = cow.DedupContext(cmd.Context(), args[0], args[1], opt)
 		default:
 			return fmt.Errorf("cow dedup: give OUTDIR (a new directory) or --in-place")
 		}
+		prog.done()
 		if err != nil {
 			return fmt.Errorf("cow dedup: %w", err)
 		}
-		return printResult(res, asJSON)
+		return printResult(cmd.OutOrStdout(), res, asJSON)
 	},
 }
 
@@ -80,10 +93,11 @@ exist; DIR is not modified.`,
 	Example: `  criukit cow materialize /tmp/imgs.cow /tmp/imgs.stock`,
 	Args:    cobra.ExactArgs(2),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		if err := cow.Materialize(args[0], args[1]); err != nil {
+		stdout := cmd.OutOrStdout()
+		if err := cow.MaterializeContext(cmd.Context(), args[0], args[1]); err != nil {
 			return fmt.Errorf("cow materialize: %w", err)
 		}
-		fmt.Printf("materialized %s into %s\n", args[0], args[1])
+		fmt.Fprintf(stdout, "materialized %s into %s\n", args[0], args[1])
 		return nil
 	},
 }
@@ -99,26 +113,17 @@ from the process of that color.`,
   criukit cow stats /tmp/imgs.cow --svg share.svg`,
 	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		asJSON, _ := cmd.Flags().GetBool("json")
-		svg, _ := cmd.Flags().GetString("svg")
+		asJSON, svg := cowFlags.statsJSON, cowFlags.svg
 		res, err := cow.Stats(args[0])
 		if err != nil {
 			return fmt.Errorf("cow stats: %w", err)
 		}
 		if svg != "" {
-			f, err := os.Create(svg)
-			if err != nil {
-				return err
-			}
-			if err := cow.WriteSVG(f, res); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
+			if err := outfile.Write(svg, func(w io.Writer) error { return cow.WriteSVG(w, res) }); err != nil {
+				return fmt.Errorf("cow stats --svg: %w", err)
 			}
 		}
-		return printResult(res, asJSON)
+		return printResult(cmd.OutOrStdout(), res, asJSON)
 	},
 }
 
@@ -156,54 +161,20 @@ criukit's own options: --via, --content-only, --json. Pre-dump chains, lazy page
 }
 
 func runCowDump(cmd *cobra.Command, args []string) error {
-	via, asJSON, contentOnly := "page-server", false, false
-	pid, dir := 0, ""
-	var pass []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		next := func() (string, error) {
-			if i+1 >= len(args) {
-				return "", fmt.Errorf("cow dump: %s needs a value", a)
-			}
-			i++
-			return args[i], nil
-		}
-		var v string
-		var err error
-		switch {
-		case a == "-h" || a == "--help":
-			return cmd.Help()
-		case a == "--json":
-			asJSON = true
-		case a == "--content-only":
-			contentOnly = true
-		case a == "--via":
-			if via, err = next(); err != nil {
-				return err
-			}
-		case strings.HasPrefix(a, "--via="):
-			via = strings.TrimPrefix(a, "--via=")
-		case a == "-t" || a == "--tree":
-			if v, err = next(); err != nil {
-				return err
-			}
-			if pid, err = strconv.Atoi(v); err != nil {
-				return fmt.Errorf("cow dump: bad pid %q", v)
-			}
-		case strings.HasPrefix(a, "--tree="):
-			if pid, err = strconv.Atoi(strings.TrimPrefix(a, "--tree=")); err != nil {
-				return fmt.Errorf("cow dump: bad %s", a)
-			}
-		case a == "-D" || a == "--images-dir":
-			if dir, err = next(); err != nil {
-				return err
-			}
-		case strings.HasPrefix(a, "--images-dir="):
-			dir = strings.TrimPrefix(a, "--images-dir=")
-		default:
-			pass = append(pass, a)
-		}
+	stdout := cmd.OutOrStdout()
+	p, err := criurun.ParseArgs(args, map[string]bool{"--via": true, "--content-only": false, "--json": false})
+	if err != nil {
+		return fmt.Errorf("cow dump: %w", err)
 	}
+	if p.Help {
+		return cmd.Help()
+	}
+	via, pid, dir, pass := "page-server", p.Pid, p.ImagesDir, p.Pass
+	if v, ok := p.Own["--via"]; ok {
+		via = v
+	}
+	_, asJSON := p.Own["--json"]
+	_, contentOnly := p.Own["--content-only"]
 	if pid <= 0 || dir == "" {
 		return fmt.Errorf("cow dump: need -t PID and -D DIR (see --help)")
 	}
@@ -214,7 +185,7 @@ func runCowDump(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("cow dump: %w", err)
 	}
-	o := criurun.Opts{Criu: criu, ImagesDir: dir, Args: pass}
+	o := criurun.Opts{Criu: criu, ImagesDir: dir, LogFile: p.LogFile, Args: pass}
 	var res *cow.DumpResult
 	switch via {
 	case "page-server":
@@ -232,30 +203,30 @@ func runCowDump(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("cow dump: %w", err)
 	}
 	if asJSON {
-		e := json.NewEncoder(os.Stdout)
+		e := json.NewEncoder(stdout)
 		e.SetIndent("", "  ")
 		return e.Encode(res)
 	}
-	fmt.Printf("dumped pid %d via %s in %.2fs (+%.2fs dedup)\n", pid, via, res.DumpSeconds, res.DedupSeconds)
+	fmt.Fprintf(stdout, "dumped pid %d via %s in %.2fs (+%.2fs dedup)\n", pid, via, res.DumpSeconds, res.DedupSeconds)
 	if res.SkippedPages > 0 {
-		fmt.Printf("%d pages shared a frame with a page already received: spliced away, not copied\n", res.SkippedPages)
+		fmt.Fprintf(stdout, "%d pages shared a frame with a page already received: spliced away, not copied\n", res.SkippedPages)
 	}
-	return printResult(res.Result, false)
+	return printResult(stdout, res.Result, false)
 }
 
-func printResult(res *cow.Result, asJSON bool) error {
+func printResult(stdout io.Writer, res *cow.Result, asJSON bool) error {
 	if asJSON {
-		e := json.NewEncoder(os.Stdout)
+		e := json.NewEncoder(stdout)
 		e.SetIndent("", "  ")
 		return e.Encode(res)
 	}
 	if res.PagesBefore > 0 {
-		fmt.Printf("%s: pages %s -> %s (%.2fx), %d chain levels\n", res.Dir, cow.Human(res.PagesBefore), cow.Human(res.PagesAfter),
+		fmt.Fprintf(stdout, "%s: pages %s -> %s (%.2fx), %d chain levels\n", res.Dir, cow.Human(res.PagesBefore), cow.Human(res.PagesAfter),
 			float64(res.PagesBefore)/float64(max(res.PagesAfter, 1)), res.Levels)
 	} else {
-		fmt.Printf("%s: pages %s, %d chain levels\n", res.Dir, cow.Human(res.PagesAfter), res.Levels)
+		fmt.Fprintf(stdout, "%s: pages %s, %d chain levels\n", res.Dir, cow.Human(res.PagesAfter), res.Levels)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "PID\tPPID\tPAGES\tSTORED\tDEDUPED\tMOVED\tLEVELS\tSOURCES (pid:pages)\t")
 	for _, p := range res.Procs {
 		src := ""
@@ -271,11 +242,11 @@ func printResult(res *cow.Result, asJSON bool) error {
 }
 
 func init() {
-	cowDedupCmd.Flags().Bool("in-place", false, "rewrite DIR itself (atomic swap at the end)")
-	cowDedupCmd.Flags().Bool("json", false, "print the result as JSON")
-	cowDedupCmd.Flags().Int("max-levels", cow.MaxLevels, "deepest parent chain level")
-	cowStatsCmd.Flags().Bool("json", false, "print the result as JSON")
-	cowStatsCmd.Flags().String("svg", "", "also draw who shares what into this SVG file")
+	cowDedupCmd.Flags().BoolVar(&cowFlags.inPlace, "in-place", false, "rewrite DIR itself (atomic swap at the end)")
+	cowDedupCmd.Flags().BoolVar(&cowFlags.json, "json", false, "print the result as JSON")
+	cowDedupCmd.Flags().IntVar(&cowFlags.maxLevels, "max-levels", cow.MaxLevels, "deepest parent chain level")
+	cowStatsCmd.Flags().BoolVar(&cowFlags.statsJSON, "json", false, "print the result as JSON")
+	cowStatsCmd.Flags().StringVar(&cowFlags.svg, "svg", "", "also draw who shares what into this SVG file")
 	cowCmd.AddCommand(cowDumpCmd, cowDedupCmd, cowMaterializeCmd, cowStatsCmd)
 	root.AddCommand(cowCmd)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/image/critjson"
 	"github.com/criukit/criukit/image/explore"
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/spf13/cobra"
 )
 
@@ -141,69 +141,92 @@ func stdinName(head []byte) (string, error) {
 }
 
 func critDecode(stdin io.Reader, stdout io.Writer, in, out string, o critjson.Options) error {
-	var img *image.Image
-	var err error
-	if in == "" {
-		data, err := io.ReadAll(stdin)
+	var rd *image.Reader
+	if in == "" || in == outfile.Stdout {
+		// Streamed: only the magic is looked at before the reader takes over.
+		br := bufio.NewReaderSize(stdin, 64<<10)
+		head, _ := br.Peek(8)
+		name, err := stdinName(head)
 		if err != nil {
 			return err
 		}
-		name, err := stdinName(data)
-		if err != nil {
+		if rd, err = image.NewReader(br, name); err != nil {
 			return err
 		}
-		if img, err = image.Decode(bytes.NewReader(data), name); err != nil {
-			return err
-		}
-		img.Name = "stdin"
 	} else {
-		d, cerr := image.Classify(in)
-		switch {
-		case cerr == nil && d.Kind == image.KindRaw && d.Raw == image.RawPages:
-			return fmt.Errorf("%s: %w", in, critjson.ErrPages)
-		case cerr != nil:
-			// Not a CRIU file name (renamed image?): recognise it by its magic, like crit.
-			data, err := os.ReadFile(in)
-			if err != nil {
-				return err
-			}
-			name, err := stdinName(data)
+		var err error
+		if rd, err = openImageAny(in); err != nil {
+			return err
+		}
+		if rd.Desc().Kind == image.KindUnknown {
+			// Not a CRIU file name (renamed image?): recognise it by its magic, like crit, reading
+			// 8 bytes (not the whole file).
+			var head [8]byte
+			n, _ := io.ReadFull(rd.Raw(), head[:])
+			rd.Close()
+			name, err := stdinName(head[:n])
 			if err != nil {
 				return fmt.Errorf("%s: %w", in, err)
 			}
-			if img, err = image.Decode(bytes.NewReader(data), name); err != nil {
+			if rd, err = image.OpenAs(in, name); err != nil {
 				return fmt.Errorf("%s: %w", in, err)
-			}
-			img.Name = filepath.Base(in)
-		default:
-			if img, err = readImageAny(in); err != nil {
-				return err
 			}
 		}
+		defer rd.Close()
+		if d := rd.Desc(); d.Kind == image.KindRaw && d.Raw == image.RawPages {
+			return fmt.Errorf("%s: %w", in, critjson.ErrPages)
+		}
+	}
+	// write sends the JSON to stdout (with crit's trailing newline) or to the output file (without).
+	write := func(fill func(w io.Writer) error) error {
+		if out == "" || out == outfile.Stdout {
+			bw := bufio.NewWriterSize(stdout, 64<<10)
+			if err := fill(bw); err != nil {
+				return err
+			}
+			bw.WriteByte('\n')
+			return bw.Flush()
+		}
+		return outfile.Write(out, func(w io.Writer) error {
+			bw := bufio.NewWriterSize(w, 64<<10)
+			if err := fill(bw); err != nil {
+				return err
+			}
+			return bw.Flush() // no trailing newline in files, like crit
+		})
+	}
+	if d := rd.Desc(); d.Kind == image.KindRaw {
+		// Raw images (tmpfs tarballs can be big) are streamed: constant memory.
+		return write(func(w io.Writer) error { return critjson.MarshalRaw(w, rd.Name(), d, rd.Raw(), o) })
+	}
+	img, err := rd.ReadAll()
+	if err != nil {
+		return err
+	}
+	if in == "" {
+		img.Name = "stdin"
 	}
 	js, err := critjson.Marshal(img, o)
 	if err != nil {
 		return err
 	}
-	if out == "" {
-		bw := bufio.NewWriter(stdout)
-		bw.Write(js)
-		bw.WriteByte('\n')
-		return bw.Flush()
-	}
-	return writeFileAtomic(out, js)
+	img = nil
+	return write(func(w io.Writer) error { _, err := w.Write(js); return err })
 }
 
 func critEncode(stdin io.Reader, stdout io.Writer, in, out string) error {
 	var data []byte
 	var err error
-	if in == "" {
+	if in == "" || in == outfile.Stdout {
 		data, err = io.ReadAll(stdin)
 	} else {
 		data, err = os.ReadFile(in)
 	}
 	if err != nil {
 		return err
+	}
+	if out == outfile.Stdout {
+		out = ""
 	}
 	name := ""
 	if out != "" {
@@ -221,28 +244,6 @@ func critEncode(stdin io.Reader, stdout io.Writer, in, out string) error {
 		return img.Encode(stdout)
 	}
 	return image.WriteFile(out, img)
-}
-
-// writeFileAtomic writes data to a temporary file next to path and renames it.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 func critInfo(stdout io.Writer, path string) error {
@@ -266,7 +267,7 @@ func critInfo(stdout io.Writer, path string) error {
 	} else {
 		n := 0
 		for {
-			_, err := rd.Next()
+			_, err := rd.Skip() // framing only: no payload held or parsed, constant memory
 			if err == io.EOF {
 				break
 			}

@@ -24,7 +24,11 @@ func runCLI(t *testing.T, stdin []byte, args ...string) (string, error) {
 	var reset func(c *cobra.Command)
 	reset = func(c *cobra.Command) {
 		c.Flags().VisitAll(func(f *pflag.Flag) {
-			_ = f.Value.Set(f.DefValue)
+			if sv, ok := f.Value.(pflag.SliceValue); ok {
+				_ = sv.Replace(nil) // Set("[]") would append a "[]" element
+			} else {
+				_ = f.Value.Set(f.DefValue)
+			}
 			f.Changed = false
 		})
 		for _, s := range c.Commands() {

@@ -3,7 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+	"io"
 	"strings"
 
 	"github.com/criukit/criukit/doctor"
@@ -42,19 +42,20 @@ e.g. --tcp-established or --ghost-limit are taken into account. Exit status 1 wh
   criukit doctor --pid 1234 --json | jq '.findings[] | select(.severity=="error")'`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		o := doctor.Options{Pid: doctorFlags.pid, Criu: doctorFlags.criu, NoCriu: doctorFlags.noCriu, DumpArgs: strings.Fields(doctorFlags.args)}
 		r, err := doctor.Run(cmd.Context(), o)
 		if err != nil {
 			return fmt.Errorf("doctor: %w", err)
 		}
 		if doctorFlags.json {
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			if err := enc.Encode(r); err != nil {
 				return err
 			}
 		} else {
-			printDoctor(r)
+			printDoctor(stdout, r)
 		}
 		if n := r.Errors(); n > 0 {
 			return fmt.Errorf("doctor: %d problem(s) will make the dump fail", n)
@@ -63,37 +64,37 @@ e.g. --tcp-established or --ghost-limit are taken into account. Exit status 1 wh
 	},
 }
 
-func printDoctor(r *doctor.Report) {
-	fmt.Printf("kernel %s (%s), criu %s %s\n", r.Kernel, r.Arch, r.CriuVersion, r.Criu)
-	fmt.Println("features:")
+func printDoctor(stdout io.Writer, r *doctor.Report) {
+	fmt.Fprintf(stdout, "kernel %s (%s), criu %s %s\n", r.Kernel, r.Arch, r.CriuVersion, r.Criu)
+	fmt.Fprintln(stdout, "features:")
 	for _, f := range r.Features {
 		mark := "yes"
 		if !f.OK {
 			mark = "NO "
 		}
-		fmt.Printf("  %s  %-24s %s", mark, f.Name, f.Source)
+		fmt.Fprintf(stdout, "  %s  %-24s %s", mark, f.Name, f.Source)
 		if f.Needed != "" && !f.OK {
-			fmt.Printf("  (needed for %s)", f.Needed)
+			fmt.Fprintf(stdout, "  (needed for %s)", f.Needed)
 		}
-		fmt.Println()
+		fmt.Fprintln(stdout)
 	}
 	if r.Pid > 0 {
-		fmt.Printf("process tree of pid %d: %d process(es)\n", r.Pid, len(r.Pids))
+		fmt.Fprintf(stdout, "process tree of pid %d: %d process(es)\n", r.Pid, len(r.Pids))
 	}
 	if len(r.Findings) == 0 {
-		fmt.Println("no problems found")
+		fmt.Fprintln(stdout, "no problems found")
 		return
 	}
-	fmt.Printf("findings (%d):\n", len(r.Findings))
+	fmt.Fprintf(stdout, "findings (%d):\n", len(r.Findings))
 	for _, f := range r.Findings {
-		fmt.Printf("  [%s] %s: %s\n", strings.ToUpper(string(f.Severity)), f.ID, f.What)
+		fmt.Fprintf(stdout, "  [%s] %s: %s\n", strings.ToUpper(string(f.Severity)), f.ID, f.What)
 		if f.Where != "" {
-			fmt.Printf("      where: %s\n", f.Where)
+			fmt.Fprintf(stdout, "      where: %s\n", f.Where)
 		}
 		if f.Why != "" {
-			fmt.Printf("      why:   %s\n", f.Why)
+			fmt.Fprintf(stdout, "      why:   %s\n", f.Why)
 		}
-		fmt.Printf("      fix:   %s\n", f.Fix)
+		fmt.Fprintf(stdout, "      fix:   %s\n", f.Fix)
 	}
 }
 

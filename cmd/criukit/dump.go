@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
-	"strings"
-	"syscall"
 
 	"github.com/criukit/criukit/ghosts"
 	"github.com/criukit/criukit/internal/criurun"
@@ -53,98 +49,49 @@ Without --network-lock, criukit passes --network-lock nftables (no iptables need
 }
 
 func runDump(cmd *cobra.Command, args []string) error {
+	stdout := cmd.OutOrStdout()
 	gl, budget, err := ghosts.LimitsFromEnv(os.Getenv)
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
-	if rest, ok := cutFlag(args, "--cow"); ok {
-		if gl > 0 && !hasFlag(rest, "--ghost-limit") {
+	if rest, ok := criurun.CutArg(args, "--cow"); ok {
+		if gl > 0 && !criurun.HasArg(rest, "--ghost-limit") {
 			rest = append(rest, "--ghost-limit", strconv.FormatInt(gl, 10))
 		}
 		cowDumpCmd.SetContext(cmd.Context())
 		return runCowDump(cowDumpCmd, rest)
 	}
 	c := ghosts.DumpConfig{GhostLimit: gl, CopyBudget: budget, Via: ghosts.ViaFlag}
-	asJSON := false
-	need := func(i int, name string) (string, error) {
-		if i+1 >= len(args) {
-			return "", fmt.Errorf("dump: %s needs a value", name)
-		}
-		return args[i+1], nil
+	p, err := criurun.ParseArgs(args, map[string]bool{"--ghost-limit": true, "--ghost-limit-via": true,
+		"--copy-budget": true, "--no-preflight": false, "--json": false})
+	if err != nil {
+		return fmt.Errorf("dump: %w", err)
 	}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		name, val, hasVal := strings.Cut(a, "=")
-		if !strings.HasPrefix(a, "--") {
-			name, hasVal = a, false
-		}
-		value := func() (string, error) {
-			if hasVal {
-				return val, nil
-			}
-			v, err := need(i, name)
-			i++
-			return v, err
-		}
-		var v string
-		switch name {
-		case "-h", "--help":
-			return cmd.Help()
-		case "-t", "--tree":
-			if v, err = value(); err != nil {
-				return err
-			}
-			if c.Pid, err = strconv.Atoi(v); err != nil || c.Pid <= 0 {
-				return fmt.Errorf("dump: bad pid %q", v)
-			}
-		case "-D", "--images-dir":
-			if v, err = value(); err != nil {
-				return err
-			}
-			c.ImagesDir = v
-		case "-o", "--log-file":
-			if v, err = value(); err != nil {
-				return err
-			}
-			c.LogFile = v
-		case "--ghost-limit":
-			if v, err = value(); err != nil {
-				return err
-			}
-			if c.GhostLimit, err = ghosts.ParseSize(v); err != nil {
-				return fmt.Errorf("dump: --ghost-limit: %w", err)
-			}
-		case "--ghost-limit-via":
-			if v, err = value(); err != nil {
-				return err
-			}
-			c.Via = v
-		case "--copy-budget":
-			if v, err = value(); err != nil {
-				return err
-			}
-			if c.CopyBudget, err = ghosts.ParseSize(v); err != nil {
-				return fmt.Errorf("dump: --copy-budget: %w", err)
-			}
-		case "--no-preflight":
-			c.NoPreflight = true
-		case "--json":
-			asJSON = true
-		default:
-			if strings.HasPrefix(a, "-v") || a == "--verbosity" || strings.HasPrefix(a, "--verbosity=") {
-				continue // criukit always logs with -v4
-			}
-			c.Args = append(c.Args, a)
+	if p.Help {
+		return cmd.Help()
+	}
+	c.Pid, c.ImagesDir, c.LogFile, c.Args = p.Pid, p.ImagesDir, p.LogFile, p.Pass
+	if v, ok := p.Own["--ghost-limit"]; ok {
+		if c.GhostLimit, err = ghosts.ParseSize(v); err != nil {
+			return fmt.Errorf("dump: --ghost-limit: %w", err)
 		}
 	}
+	if v, ok := p.Own["--ghost-limit-via"]; ok {
+		c.Via = v
+	}
+	if v, ok := p.Own["--copy-budget"]; ok {
+		if c.CopyBudget, err = ghosts.ParseSize(v); err != nil {
+			return fmt.Errorf("dump: --copy-budget: %w", err)
+		}
+	}
+	_, c.NoPreflight = p.Own["--no-preflight"]
+	_, asJSON := p.Own["--json"]
 	if c.Pid == 0 || c.ImagesDir == "" {
 		return fmt.Errorf("dump: -t PID and -D DIR are required (see criukit dump --help)")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	res, err := ghosts.Dump(ctx, c)
+	res, err := ghosts.Dump(cmd.Context(), c)
 	if asJSON && res != nil {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(res)
 	}
@@ -160,41 +107,18 @@ func runDump(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("dump: %w", err)
 	}
 	if !asJSON {
-		fmt.Printf("dump of pid %d done: %s (log %s)\n", c.Pid, c.ImagesDir, res.Log)
+		fmt.Fprintf(stdout, "dump of pid %d done: %s (log %s)\n", c.Pid, c.ImagesDir, res.Log)
 		if res.Via != "" {
-			fmt.Printf("ghost limit %d passed via %s\n", res.GhostLimit, res.Via)
+			fmt.Fprintf(stdout, "ghost limit %d passed via %s\n", res.GhostLimit, res.Via)
 		}
 		if res.Report != nil {
-			fmt.Printf("predicted copies of file data: %s bytes\n", ghosts.FormatSize(res.Report.TotalImageBytes))
+			fmt.Fprintf(stdout, "predicted copies of file data: %s bytes\n", ghosts.FormatSize(res.Report.TotalImageBytes))
 		}
 		if res.Audit != nil {
-			fmt.Printf("audited copies of file data: %s bytes (budget %s)\n", ghosts.FormatSize(res.Audit.Total), ghosts.FormatSize(c.CopyBudget))
+			fmt.Fprintf(stdout, "audited copies of file data: %s bytes (budget %s)\n", ghosts.FormatSize(res.Audit.Total), ghosts.FormatSize(c.CopyBudget))
 		}
 	}
 	return nil
-}
-
-// cutFlag returns args without every occurrence of the boolean flag name, and whether it was there.
-func cutFlag(args []string, name string) ([]string, bool) {
-	out, found := make([]string, 0, len(args)), false
-	for _, a := range args {
-		if a == name {
-			found = true
-			continue
-		}
-		out = append(out, a)
-	}
-	return out, found
-}
-
-// hasFlag reports whether args hold name as "--name" or "--name=value".
-func hasFlag(args []string, name string) bool {
-	for _, a := range args {
-		if a == name || strings.HasPrefix(a, name+"=") {
-			return true
-		}
-	}
-	return false
 }
 
 func init() { root.AddCommand(dumpCmd) }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 
@@ -40,6 +41,7 @@ hole grow by one page (CRIU's build-id probe maps page 0): re-check after dumps 
   criukit ghosts --pid 1234 --json | jq .min_ghost_limit`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		if ghostsFlags.pid <= 0 {
 			return fmt.Errorf("ghosts: --pid PID is required")
 		}
@@ -69,13 +71,13 @@ hole grow by one page (CRIU's build-id probe maps page 0): re-check after dumps 
 				OverLimit  []ghosts.Item `json:"over_limit"`
 				Pass       bool          `json:"pass"`
 			}{r, limit, over, len(over) == 0}
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			if err := enc.Encode(out); err != nil {
 				return err
 			}
 		} else {
-			printGhosts(r, limit, over)
+			printGhosts(stdout, r, limit, over)
 		}
 		if len(over) > 0 {
 			return fmt.Errorf("ghosts: %d deleted file(s) over the ghost limit %d: criu dump would fail; use --ghost-limit %d", len(over), limit, r.MinGhostLimit)
@@ -84,10 +86,10 @@ hole grow by one page (CRIU's build-id probe maps page 0): re-check after dumps 
 	},
 }
 
-func printGhosts(r *ghosts.Report, limit int64, over []ghosts.Item) {
-	fmt.Printf("tree of pid %d: %d process(es), %d copies of file data\n", r.Pid, len(r.Pids), len(r.Items))
+func printGhosts(stdout io.Writer, r *ghosts.Report, limit int64, over []ghosts.Item) {
+	fmt.Fprintf(stdout, "tree of pid %d: %d process(es), %d copies of file data\n", r.Pid, len(r.Pids), len(r.Items))
 	if len(r.Items) > 0 {
-		tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+		tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
 		fmt.Fprintln(tw, "KIND\tPID\tWHERE\tSIZE\tALLOCATED\tIMAGE BYTES\tIMAGE\tPATH / NOTE")
 		for _, it := range r.Items {
 			img := fmt.Sprint(it.ImageBytes)
@@ -102,19 +104,19 @@ func printGhosts(r *ghosts.Report, limit int64, over []ghosts.Item) {
 		}
 		tw.Flush()
 	}
-	fmt.Printf("total predicted image bytes of copies: %s\n", ghosts.FormatSize(r.TotalImageBytes))
-	fmt.Printf("smallest --ghost-limit that lets the dump pass: %d", r.MinGhostLimit)
+	fmt.Fprintf(stdout, "total predicted image bytes of copies: %s\n", ghosts.FormatSize(r.TotalImageBytes))
+	fmt.Fprintf(stdout, "smallest --ghost-limit that lets the dump pass: %d", r.MinGhostLimit)
 	if r.MinGhostLimit <= ghosts.DefaultGhostLimit {
-		fmt.Printf(" (CRIU's default %d is enough)", ghosts.DefaultGhostLimit)
+		fmt.Fprintf(stdout, " (CRIU's default %d is enough)", ghosts.DefaultGhostLimit)
 	}
-	fmt.Println()
+	fmt.Fprintln(stdout)
 	if len(over) > 0 {
-		fmt.Printf("with ghost limit %d: FAIL, %d file(s) over it\n", limit, len(over))
+		fmt.Fprintf(stdout, "with ghost limit %d: FAIL, %d file(s) over it\n", limit, len(over))
 	} else {
-		fmt.Printf("with ghost limit %d: pass\n", limit)
+		fmt.Fprintf(stdout, "with ghost limit %d: pass\n", limit)
 	}
 	for _, w := range r.Warnings {
-		fmt.Println("warning:", w)
+		fmt.Fprintln(stdout, "warning:", w)
 	}
 }
 

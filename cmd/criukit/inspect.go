@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/criukit/criukit/ckpt"
 	"github.com/criukit/criukit/inspect"
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/spf13/cobra"
 )
 
@@ -137,28 +137,7 @@ func runInspectHTML(p string, o inspect.Options, out string) error {
 		return err
 	}
 	defer c.Close()
-	return writeFileWith(out, func(w io.Writer) error { return inspect.WriteHTML(w, c, o) })
-}
-
-// writeFileWith writes path through a temp file + rename (in place for non-regular files).
-func writeFileWith(path string, fill func(io.Writer) error) error {
-	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		bw := bufio.NewWriter(f)
-		if err := fill(bw); err != nil {
-			return err
-		}
-		return bw.Flush()
-	}
-	var buf strings.Builder
-	if err := fill(&buf); err != nil {
-		return err
-	}
-	return writeFileAtomic(path, []byte(buf.String()))
+	return outfile.Write(out, func(w io.Writer) error { return inspect.WriteHTML(w, c, o) })
 }
 
 var showOpt struct {
@@ -380,7 +359,7 @@ func runMemDump(w *bufio.Writer, p string, pid uint32, output string) error {
 		return im.HexDump(out, pid, output == "", false)
 	}
 	if output != "" {
-		return writeFileWith(output, dump)
+		return outfile.Write(output, dump)
 	}
 	fmt.Fprintf(w, "\nDisplaying memory pages content for process ID %d from checkpoint: %s\n\n", pid, p)
 	return dump(w)

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/criukit/criukit/kvm"
@@ -64,12 +62,7 @@ SIGUSR2 and wait for "parked" in the status file before "criu dump".`,
 			if err != nil {
 				return err
 			}
-			parent := cmd.Context()
-			if parent == nil {
-				parent = context.Background()
-			}
-			ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // cancelled by SIGINT/SIGTERM (main)
 			if duration > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, duration)
@@ -129,12 +122,7 @@ Needs root, /dev/kvm and criu >= 4.2 (CRIUKIT_CRIU, /usr/local/sbin/criu or PATH
 			if !asJSON {
 				opts.Progress = cmd.OutOrStdout()
 			}
-			parent := cmd.Context()
-			if parent == nil {
-				parent = context.Background()
-			}
-			ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // cancelled by SIGINT/SIGTERM (main)
 			res, err := kvm.Demo(ctx, opts)
 			if asJSON && res != nil {
 				enc := json.NewEncoder(cmd.OutOrStdout())

@@ -57,6 +57,8 @@ func runLs(w io.Writer, dir string, asJSON bool) error {
 			r.Kind = "dir"
 		case f.Link != "":
 			r.Kind = "link"
+		case f.Special != "":
+			r.Kind = f.Special
 		}
 		if f.Entries >= 0 {
 			n := f.Entries

@@ -4,8 +4,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -32,8 +35,24 @@ Install CRIU 4.2 on Debian 12 with scripts/install-criu from the criukit source 
 	Version:       version,
 }
 
+// main runs the command with one context cancelled by SIGINT or SIGTERM: long operations (cow
+// dedup, anonymize, report, net rewrite, clone, dumps) stop, remove their temporary files and exit
+// non-zero. A second signal kills at once (the default action, restored after the first).
 func main() {
-	if err := root.Execute(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C kills
+	}()
+	err := root.ExecuteContext(ctx)
+	interrupted := ctx.Err() != nil
+	stop()
+	if err != nil {
+		if interrupted {
+			// Exit status 130 as shells report for SIGINT; temporary outputs are already removed.
+			fmt.Fprintln(os.Stderr, "criukit: interrupted:", err)
+			os.Exit(130)
+		}
 		fmt.Fprintln(os.Stderr, "criukit:", err)
 		os.Exit(1)
 	}

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/criukit/criukit/migrate"
@@ -64,8 +62,7 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 			if (o.To == "") == (toNetns == "") {
 				return errors.New("give exactly one of --to HOST:PORT and --to-netns PATH")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // main's context: cancelled on SIGINT/SIGTERM
 			if toNetns != "" {
 				if dir == "" {
 					return errors.New("--to-netns needs --dir DIR (the receiver's images go there)")
@@ -107,16 +104,16 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 				return err
 			}
 			if asJSON {
-				e := json.NewEncoder(os.Stdout)
+				e := json.NewEncoder(cmd.OutOrStdout())
 				e.SetIndent("", "  ")
 				return e.Encode(res)
 			}
-			fmt.Printf("moved in %d rounds: %s on the wire, frozen %.2fs (dump %.2fs, images %.2fs, source exit %.2fs, restore %.2fs), total %.2fs\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "moved in %d rounds: %s on the wire, frozen %.2fs (dump %.2fs, images %.2fs, source exit %.2fs, restore %.2fs), total %.2fs\n",
 				len(res.Rounds), humanBytes(float64(res.WireBytes)), res.FrozenSeconds, res.FrozenDump, res.FrozenImages, res.FrozenWait, res.FrozenRestore, res.TotalSeconds)
 			if res.Pid > 0 {
-				fmt.Printf("restored root pid %d from %s\n", res.Pid, res.Dir)
+				fmt.Fprintf(cmd.OutOrStdout(), "restored root pid %d from %s\n", res.Pid, res.Dir)
 			} else {
-				fmt.Printf("images in %s (not restored)\n", res.Dir)
+				fmt.Fprintf(cmd.OutOrStdout(), "images in %s (not restored)\n", res.Dir)
 			}
 			return nil
 		},
@@ -167,7 +164,7 @@ DIR/round-N holds round N; DIR/round-N/parent links to round N-1. Restoring by h
 			if listen == "" || rdir == "" {
 				return errors.New("--listen and --dir are required")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := context.WithCancel(cmd.Context()) // main's context: cancelled on SIGINT/SIGTERM
 			defer stop()
 			l, err := net.Listen("tcp", listen)
 			if err != nil {

@@ -3,8 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 
@@ -51,16 +51,16 @@ func (o *netOut) output(args []string) (netrw.Output, error) {
 	return out, nil
 }
 
-func (o *netOut) print(rep *netrw.Report, err error) error {
+func (o *netOut) print(stdout io.Writer, rep *netrw.Report, err error) error {
 	if rep != nil {
 		if o.jsonOut {
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			if e := enc.Encode(rep); e != nil {
 				return e
 			}
 		} else {
-			rep.WriteTable(os.Stdout)
+			rep.WriteTable(stdout)
 		}
 	}
 	return err
@@ -153,9 +153,9 @@ group's packets in every target netns until the last end is back.`,
 			if err != nil {
 				return fmt.Errorf("--declare-present: %w", err)
 			}
-			rep, err := netrw.Rewrite(args[0], netrw.RewriteOptions{Map: m, Ports: pm, CloseExternal: closeExt, Present: pr,
+			rep, err := netrw.RewriteContext(cmd.Context(), args[0], netrw.RewriteOptions{Map: m, Ports: pm, CloseExternal: closeExt, Present: pr,
 				TargetNetns: target, Output: out})
-			return o.print(rep, err)
+			return o.print(cmd.OutOrStdout(), rep, err)
 		},
 	}
 	c.Flags().StringSliceVar(&maps, "map", nil, "OLD=NEW address or network mapping (repeatable, comma separated)")
@@ -178,7 +178,9 @@ func newNetCloseCmd() *cobra.Command {
 		Long: `close rewrites the images so that CRIU restores the selected TCP connections as closed sockets:
 the application reads EOF and gets EPIPE on write, exactly as with criu restore --tcp-close, but
 only for these connections and without any criu flag. The others (and every listener) are restored
-as usual (with --tcp-established if any connection is left).
+as usual (with --tcp-established if any connection is left). Only the restored side learns of the
+close: an outside peer is sent nothing (no FIN, no RST) and finds out when it next sends (RST) or by
+its own timeouts.
 
 Selection (union of the flags): --external (the peer is not in the images), --port P (local or
 remote port), --peer ADDR[/BITS] (remote address), --all. When one end of a connection whose both
@@ -213,7 +215,7 @@ data (bytes received but unread, bytes in the send queue): that data is lost.`,
 				return fmt.Errorf("--peer: %w", err)
 			}
 			rep, err := netrw.Close(args[0], netrw.CloseOptions{External: ext, All: all, Ports: pv, Peers: pr, Output: out})
-			return o.print(rep, err)
+			return o.print(cmd.OutOrStdout(), rep, err)
 		},
 	}
 	c.Flags().BoolVar(&ext, "external", false, "close connections whose peer is not in the images")

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/criukit/criukit/anonymize"
@@ -31,7 +29,7 @@ var reportFlags struct {
 }
 
 var reportCmd = &cobra.Command{
-	Use:   "report [--images DIR] [--log FILE]... [--level L] [--key-file F] [--map-out F] [-o BUNDLE.tar.gz] [--submit OWNER/REPO]",
+	Use:   "report [IMGDIR] [--log FILE]... [--level L] [--key-file F] [--map-out F] [-o BUNDLE.tar.gz] [--submit OWNER/REPO]",
 	Short: "Prepare a ready-to-file, anonymized CRIU bug report bundle (and optionally file it on GitHub)",
 	Long: `Collects what CRIU's issue template asks for and writes one reproducible tar.gz bundle:
 
@@ -54,14 +52,21 @@ locally (never in the bundle).
 CRIUKIT_GITHUB_TOKEN or GITHUB_TOKEN, after showing what will be sent and asking (--yes skips the
 question). The API cannot attach files: attach the bundle to the issue yourself. Without a token
 it prints a prefilled new-issue URL and the equivalent "gh issue create" command.`,
-	Example: `  criu dump -t 1234 -D /tmp/d -v4 -o dump.log || criukit report --images /tmp/d --log /tmp/d/dump.log
+	Example: `  criu dump -t 1234 -D /tmp/d -v4 -o dump.log || criukit report /tmp/d --log /tmp/d/dump.log
   criukit report --log restore.log --log dump.log -o /tmp/criu-report.tar.gz
-  criukit report --images /tmp/d --level structure --key-file ~/.criukit.key --map-out ~/map.json
+  criukit report /tmp/d --level structure --key-file ~/.criukit.key --map-out ~/map.json
   tar -xzOf criu-report.tar.gz criukit-report/ISSUE.md | less
-  GITHUB_TOKEN=... criukit report --images /tmp/d --submit checkpoint-restore/criu
-  criukit report --images /tmp/d --json | jq .known_issues`,
-	Args: cobra.NoArgs,
+  GITHUB_TOKEN=... criukit report /tmp/d --submit checkpoint-restore/criu
+  criukit report /tmp/d --json | jq .known_issues`,
+	Args: cobra.MaximumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
+		if len(args) == 1 { // the CLI's convention: input positional (--images stays as an alias)
+			if reportFlags.images != "" && reportFlags.images != args[0] {
+				return fmt.Errorf("report: images given twice (%s and --images %s)", args[0], reportFlags.images)
+			}
+			reportFlags.images = args[0]
+		}
 		lvl, err := anonymize.ParseLevel(reportFlags.level)
 		if err != nil {
 			return fmt.Errorf("report: --level: %w", err)
@@ -78,29 +83,41 @@ it prints a prefilled new-issue URL and the equivalent "gh issue create" command
 				return fmt.Errorf("report: %w", err)
 			}
 		}
-		res, err := report.Build(context.Background(), reportFlags.out, o)
+		prog := newProgress(cmd, reportFlags.json)
+		defer prog.done()
+		if prog != nil {
+			o.Progress = func(done, total int64, file string) {
+				if strings.HasPrefix(file, "bundle: ") {
+					prog.printf(false, "writing bundle: member %d of %d %s", done+1, total, strings.TrimPrefix(file, "bundle: "))
+					return
+				}
+				prog.printf(false, "anonymizing: %d/%d MiB %s", done>>20, total>>20, file)
+			}
+		}
+		res, err := report.Build(cmd.Context(), reportFlags.out, o)
+		prog.done()
 		if err != nil {
 			return err
 		}
 		s := res.Summary
 		if reportFlags.json {
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			if err := enc.Encode(s); err != nil {
 				return err
 			}
 		} else {
-			fmt.Printf("wrote %s (level %s): %d images, %d logs, %d dropped\n", res.Bundle, s.Level, len(s.Images), len(s.Logs), len(s.Dropped))
-			fmt.Printf("title: %s\n", res.Issue.Title)
+			fmt.Fprintf(stdout, "wrote %s (level %s): %d images, %d logs, %d dropped\n", res.Bundle, s.Level, len(s.Images), len(s.Logs), len(s.Dropped))
+			fmt.Fprintf(stdout, "title: %s\n", res.Issue.Title)
 			if len(s.Findings) == 0 {
-				fmt.Println("known issues: none matched")
+				fmt.Fprintln(stdout, "known issues: none matched")
 			}
 			for _, m := range s.Findings {
-				fmt.Printf("known issue %s: %s\n  fix: %s\n", m.ID, m.Title, m.Fix)
+				fmt.Fprintf(stdout, "known issue %s: %s\n  fix: %s\n", m.ID, m.Title, m.Fix)
 			}
-			fmt.Printf("review it: tar -xzOf %s %sISSUE.md\n", res.Bundle, report.Prefix)
+			fmt.Fprintf(stdout, "review it: tar -xzOf %s %sISSUE.md\n", res.Bundle, report.Prefix)
 			if reportFlags.mapOut != "" {
-				fmt.Printf("mapping (keep it private): %s\n", reportFlags.mapOut)
+				fmt.Fprintf(stdout, "mapping (keep it private): %s\n", reportFlags.mapOut)
 			}
 		}
 		if reportFlags.submit == "" {
@@ -132,7 +149,7 @@ func submitIssue(cmd *cobra.Command, res *report.Result) error {
 			return nil
 		}
 	}
-	cr, err := report.Submit(context.Background(), nil, reportFlags.apiURL, token, repo, is)
+	cr, err := report.Submit(cmd.Context(), nil, reportFlags.apiURL, token, repo, is)
 	if err != nil {
 		return err
 	}
@@ -142,7 +159,7 @@ func submitIssue(cmd *cobra.Command, res *report.Result) error {
 
 func init() {
 	f := reportCmd.Flags()
-	f.StringVar(&reportFlags.images, "images", "", "CRIU image dir (also a failed dump's partial one); its *.log files are included")
+	f.StringVar(&reportFlags.images, "images", "", "CRIU image dir, same as the IMGDIR argument (kept for old scripts)")
 	f.StringArrayVar(&reportFlags.logs, "log", nil, "CRIU log file (-o of the failing dump/restore; repeatable)")
 	f.StringVar(&reportFlags.level, "level", "identity", "anonymization level: content, identity, structure or paranoid")
 	f.StringVar(&reportFlags.keyFile, "key-file", "", "anonymization key file (>= 16 bytes): same tokens and same bundle on every run")

@@ -29,6 +29,7 @@ Run 'criukit cow materialize DIR OUT' to get a stock directory for those.` + res
   criukit restore --group cli.moved@/run/netns/a2 --group srv.moved@/run/netns/b2 --tcp-established`,
 	DisableFlagParsing: true,
 	RunE: func(cmd *cobra.Command, args []string) error {
+		stdout := cmd.OutOrStdout()
 		for _, a := range args {
 			if a == "--" {
 				break
@@ -41,7 +42,7 @@ Run 'criukit cow materialize DIR OUT' to get a stock directory for those.` + res
 			if err != nil {
 				return fmt.Errorf("restore: %w", err)
 			}
-			return runGroupRestore(members, rest, asJSON)
+			return runGroupRestore(cmd, members, rest, asJSON)
 		}
 		if err := cow.CheckRestoreArgs(args); err != nil {
 			return fmt.Errorf("restore: %w", err)
@@ -51,7 +52,7 @@ Run 'criukit cow materialize DIR OUT' to get a stock directory for those.` + res
 			return fmt.Errorf("restore: %w", err)
 		}
 		c := exec.Command(criu, append([]string{"restore"}, args...)...)
-		c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+		c.Stdin, c.Stdout, c.Stderr = os.Stdin, stdout, os.Stderr
 		if err := c.Run(); err != nil {
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/criukit/criukit/migrate"
+	"github.com/spf13/cobra"
 )
 
 const restoreGroupHelp = `
@@ -50,24 +49,25 @@ func groupMembers(args []string) (members []migrate.Member, rest []string, asJSO
 	return members, rest, asJSON, len(members) > 0, nil
 }
 
-func runGroupRestore(members []migrate.Member, rest []string, asJSON bool) error {
+func runGroupRestore(cmd *cobra.Command, members []migrate.Member, rest []string, asJSON bool) error {
+	w := cmd.OutOrStdout()
 	for _, a := range rest {
 		if a == "-D" || strings.HasPrefix(a, "--images-dir") || a == "-d" || a == "--restore-detached" || strings.HasPrefix(a, "--pidfile") {
 			return fmt.Errorf("restore --group: %s is set per member (DIR of --group; always detached)", a)
 		}
 	}
-	res, err := migrate.GroupRestore(context.Background(), members, "", rest)
+	res, err := migrate.GroupRestore(cmd.Context(), members, "", rest)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	if asJSON {
-		e := json.NewEncoder(os.Stdout)
+		e := json.NewEncoder(w)
 		e.SetIndent("", "  ")
 		return e.Encode(res)
 	}
 	for i, m := range members {
-		fmt.Printf("%s restored in %s: pid %d\n", m.Dir, map[bool]string{true: "this netns", false: m.Netns}[m.Netns == ""], res.Pids[i])
+		fmt.Fprintf(w, "%s restored in %s: pid %d\n", m.Dir, map[bool]string{true: "this netns", false: m.Netns}[m.Netns == ""], res.Pids[i])
 	}
-	fmt.Printf("%d connection(s) held by drop rules (table inet %s) until the last restore\n", len(res.Tuples), res.Table)
+	fmt.Fprintf(w, "%d connection(s) held by drop rules (table inet %s) until the last restore\n", len(res.Tuples), res.Table)
 	return nil
 }

@@ -16,7 +16,7 @@ func TestGroupMembers(t *testing.T) {
 	if _, _, _, _, err := groupMembers([]string{"--group"}); err == nil {
 		t.Fatal("--group without value accepted")
 	}
-	if err := runGroupRestore(nil, []string{"-D", "x"}, false); err == nil {
+	if err := runGroupRestore(restoreCmd, nil, []string{"-D", "x"}, false); err == nil {
 		t.Fatal("-D accepted in a group restore")
 	}
 }

@@ -13,6 +13,13 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// tcplabFlags holds the flags of the tcplab subcommands (bound with XxxVar, like every command).
+var tcplabFlags struct {
+	filter, pcap      string
+	repeat            int
+	runJSON, listJSON bool
+}
+
 var tcplabCmd = &cobra.Command{
 	Use:   "tcplab",
 	Short: "Deterministic TCP checkpoint/restore lab (two netns, a userspace switch, soccr)",
@@ -33,7 +40,8 @@ var tcplabList = &cobra.Command{
 	Example: `  criukit tcplab list
   criukit tcplab list --json | jq '.[].id'`,
 	RunE: func(cmd *cobra.Command, args []string) error {
-		asJSON, _ := cmd.Flags().GetBool("json")
+		stdout := cmd.OutOrStdout()
+		asJSON := tcplabFlags.listJSON
 		cases := tcplab.Cases()
 		if asJSON {
 			type row struct {
@@ -44,9 +52,9 @@ var tcplabList = &cobra.Command{
 			for _, c := range cases {
 				rows = append(rows, row{c.ID, c.Title, c.Expect, c.KernelDependent})
 			}
-			return json.NewEncoder(os.Stdout).Encode(rows)
+			return json.NewEncoder(stdout).Encode(rows)
 		}
-		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(w, "ID\tKD\tTITLE\tEXPECTED")
 		for _, c := range cases {
 			kd := ""
@@ -72,10 +80,8 @@ The exit status is 1 if a case failed or was flaky.`,
   criukit tcplab run --filter '^H0[1-4]' --pcap /tmp/tcplab
   criukit tcplab run --repeat 20 --json > report.json`,
 	RunE: func(cmd *cobra.Command, args []string) error {
-		filter, _ := cmd.Flags().GetString("filter")
-		repeat, _ := cmd.Flags().GetInt("repeat")
-		pcap, _ := cmd.Flags().GetString("pcap")
-		asJSON, _ := cmd.Flags().GetBool("json")
+		stdout := cmd.OutOrStdout()
+		filter, repeat, pcap, asJSON := tcplabFlags.filter, tcplabFlags.repeat, tcplabFlags.pcap, tcplabFlags.runJSON
 		if os.Geteuid() != 0 {
 			return fmt.Errorf("tcplab needs root (network namespaces, TUN, TCP_REPAIR)")
 		}
@@ -104,11 +110,11 @@ The exit status is 1 if a case failed or was flaky.`,
 			fmt.Fprintln(os.Stderr)
 		}
 		if asJSON {
-			if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+			if err := json.NewEncoder(stdout).Encode(rep); err != nil {
 				return err
 			}
 		} else {
-			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "CASE\tRESULT\tTIME\tHASH\tFLAKY\tNOTE")
 			for _, r := range rep.Results {
 				note := ""
@@ -127,8 +133,8 @@ The exit status is 1 if a case failed or was flaky.`,
 				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\n", r.Name, r.Status, r.Duration.Round(time.Millisecond), r.Hash, flaky, note)
 			}
 			w.Flush()
-			fmt.Print(tcplab.Summary(rep.Results))
-			fmt.Printf("%d case runs x %d in %v; %d flaky\n", len(rep.Results), rep.Runs, rep.Total.Round(time.Millisecond), len(rep.Flaky))
+			fmt.Fprint(stdout, tcplab.Summary(rep.Results))
+			fmt.Fprintf(stdout, "%d case runs x %d in %v; %d flaky\n", len(rep.Results), rep.Runs, rep.Total.Round(time.Millisecond), len(rep.Flaky))
 		}
 		for _, r := range rep.Results {
 			if r.Status == "fail" {
@@ -143,11 +149,11 @@ The exit status is 1 if a case failed or was flaky.`,
 }
 
 func init() {
-	tcplabRun.Flags().String("filter", "", "run only cases whose name (e.g. H03/v6) or title matches this regexp")
-	tcplabRun.Flags().Int("repeat", 1, "run the selection N times and report cases whose result or trace hash differed")
-	tcplabRun.Flags().String("pcap", "", "write <case>.pcap and <case>.txt (readable trace) into this directory")
-	tcplabRun.Flags().Bool("json", false, "print the report as JSON")
-	tcplabList.Flags().Bool("json", false, "print the cases as JSON")
+	tcplabRun.Flags().StringVar(&tcplabFlags.filter, "filter", "", "run only cases whose name (e.g. H03/v6) or title matches this regexp")
+	tcplabRun.Flags().IntVar(&tcplabFlags.repeat, "repeat", 1, "run the selection N times and report cases whose result or trace hash differed")
+	tcplabRun.Flags().StringVar(&tcplabFlags.pcap, "pcap", "", "write <case>.pcap and <case>.txt (readable trace) into this directory")
+	tcplabRun.Flags().BoolVar(&tcplabFlags.runJSON, "json", false, "print the report as JSON")
+	tcplabList.Flags().BoolVar(&tcplabFlags.listJSON, "json", false, "print the cases as JSON")
 	tcplabCmd.AddCommand(tcplabRun, tcplabList)
 	root.AddCommand(tcplabCmd)
 }

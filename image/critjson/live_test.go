@@ -121,7 +121,7 @@ type knownDiff struct {
 var knownDiffs = []knownDiff{
 	{"CORE", "entries[*].thread_core.cg_set", "ours-only", "field newer than crit 3.17's core.proto: crit drops unknown fields"},
 	{"CORE", "entries[*].thread_core.creds.cap_amb", "ours-only", "newer field (ambient capabilities)"},
-	{"CORE", "entries[*].thread_info.fpregs.xsave.cet", "ours-only", "CET user state in xsave (CPUs with shadow stacks), newer than crit 3.17"},
+	{"CORE", "entries[*].thread_info.fpregs.xsave.cet", "ours-only", "newer field (CET shadow-stack state, CPUs with CET user): crit 3.17 drops it"},
 	{"INVENTORY", "entries[*].plugins_entry", "ours-only", "newer inventory field"},
 	{"INVENTORY", "entries[*].dump_criu_run_id", "ours-only", "newer inventory field"},
 	{"INVENTORY", "entries[*].network_lock_method", "ours-only", "newer inventory field"},

@@ -1,6 +1,7 @@
 package critjson
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"strconv"
@@ -18,10 +19,43 @@ import (
 // pagemap-* and pagemap-shmem-*) and is required for nothing else.
 func Unmarshal(data []byte, name string) (*image.Image, error) {
 	img, err := unmarshalStream(data, name)
-	if err != errNotStreamable {
-		return img, err
+	if err == errNotStreamable {
+		img, err = unmarshalTree(data, name)
 	}
-	return unmarshalTree(data, name)
+	if err != nil {
+		return nil, err
+	}
+	return splitShm(img)
+}
+
+// splitShm turns back into entries what crit 3.17 decodes as the "extra" of an in_pagemaps SysV shm
+// segment: crit reads the rest of ipcns-shm.img (the following segments' entries) as that extra, so
+// its JSON of three segments has one entry whose extra holds the other two. Dropping that extra
+// would lose the segments; the bytes are parsed as the entries they are, or refused.
+func splitShm(img *image.Image) (*image.Image, error) {
+	if img.Desc == nil || img.Desc.Extra != image.ExtraIPCShm {
+		return img, nil
+	}
+	var out []*image.Entry
+	for i, e := range img.Entries {
+		out = append(out, e)
+		s, ok := e.Msg.(*ipc_shm.IpcShmEntry)
+		if !ok || !s.GetInPagemaps() || len(e.Extra) == 0 {
+			continue
+		}
+		var head []byte
+		for _, m := range image.DefaultHead(img.Desc) {
+			head = binary.NativeEndian.AppendUint32(head, m)
+		}
+		sub, err := image.Decode(bytes.NewReader(append(head, e.Extra...)), "ipcns-shm-0.img")
+		if err != nil {
+			return nil, fmt.Errorf("entries[%d].extra: the segment's pages are in pagemaps (in_pagemaps), so its extra can only be the following entries (as crit 3.17 decodes them), and it is not: %w", i, err)
+		}
+		e.Extra = nil
+		out = append(out, sub.Entries...)
+	}
+	img.Entries = out
+	return img, nil
 }
 
 // parseHead reads the "_head" array of u32 numbers.
@@ -228,6 +262,14 @@ func readExtra(d *image.Desc, i int, e *image.Entry, obj object, path string) er
 	case image.ExtraIPCShm:
 		s := e.Msg.(*ipc_shm.IpcShmEntry)
 		if s.GetInPagemaps() {
+			// No data of its own; crit 3.17 puts the following entries here (see splitShm).
+			if str, ok := xv.(string); ok && str != "" {
+				b, err := decodeBytes(str)
+				if err != nil {
+					return fmt.Errorf("%s: %v", xp, err)
+				}
+				e.Extra = b
+			}
 			return nil
 		}
 		str, ok := xv.(string)

@@ -153,9 +153,9 @@ func (d *Dir) Ps() ([]*Proc, error) {
 		switch core.GetTc().GetTaskState() {
 		case 1:
 			pr.State = "Alive"
-		case 3:
+		case 2: // TASK_DEAD: how CRIU dumps a zombie
 			pr.State = "Zombie"
-		case 6:
+		case 3:
 			pr.State = "Stopped"
 		}
 		byPid[pr.Pid] = pr
@@ -292,8 +292,34 @@ type FD struct {
 
 // TaskFDs lists the descriptors of one task.
 type TaskFDs struct {
-	Pid uint32 `json:"pid"`
-	FDs []FD   `json:"fds"`
+	Pid    uint32 `json:"pid"`
+	Zombie bool   `json:"zombie,omitempty"` // a zombie has no files, memory or sockets in the dump
+	FDs    []FD   `json:"fds"`
+}
+
+// zombie reports whether task pid was dumped as a zombie (core task_state 2, TASK_DEAD: CRIU writes no ids,
+// fdinfo, fs, mm or pagemap image for it).
+func (d *Dir) zombie(pid uint32) bool {
+	core, err := first[*criu_core.CoreEntry](d, fmt.Sprintf("core-%d.img", pid))
+	return err == nil && core.GetTc().GetTaskState() == 2
+}
+
+// loadOptional loads an image that CRIU may not have written (an empty table): missing = no entries.
+func (d *Dir) loadOptional(name string) ([]proto.Message, error) {
+	ms, err := d.load(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return ms, err
+}
+
+func zombieLine(w io.Writer, pid uint32, zombie bool) bool {
+	if zombie {
+		fmt.Fprintf(w, "%d (zombie)\n", pid)
+		return true
+	}
+	fmt.Fprintf(w, "%d\n", pid)
+	return false
 }
 
 // Fds returns the open files of every task, then its cwd and root, like `crit x DIR fds`.
@@ -305,12 +331,16 @@ func (d *Dir) Fds() ([]TaskFDs, error) {
 	var out []TaskFDs
 	for _, p := range pst {
 		pid := p.GetPid()
+		if d.zombie(pid) {
+			out = append(out, TaskFDs{Pid: pid, Zombie: true})
+			continue
+		}
 		ids, err := first[*criu_core.TaskKobjIdsEntry](d, fmt.Sprintf("ids-%d.img", pid))
 		if err != nil {
 			return nil, err
 		}
-		t := TaskFDs{Pid: pid}
-		fdi, err := d.load(fmt.Sprintf("fdinfo-%d.img", ids.GetFilesId()))
+		t := TaskFDs{Pid: pid, FDs: []FD{}}
+		fdi, err := d.loadOptional(fmt.Sprintf("fdinfo-%d.img", ids.GetFilesId()))
 		if err != nil {
 			return nil, err
 		}
@@ -336,7 +366,7 @@ func (d *Dir) Fds() ([]TaskFDs, error) {
 // WriteFds prints like `crit x DIR fds`.
 func WriteFds(w io.Writer, tasks []TaskFDs) {
 	for _, t := range tasks {
-		fmt.Fprintf(w, "%d\n", t.Pid)
+		zombieLine(w, t.Pid, t.Zombie)
 		for _, f := range t.FDs {
 			fmt.Fprintf(w, "\t%7s: %s\n", f.Fd, f.File)
 		}
@@ -370,9 +400,10 @@ type Mapping struct {
 
 // TaskMems lists the mappings of one task.
 type TaskMems struct {
-	Pid  uint32    `json:"pid"`
-	Exe  string    `json:"exe"`
-	VMAs []Mapping `json:"vmas"`
+	Pid    uint32    `json:"pid"`
+	Zombie bool      `json:"zombie,omitempty"`
+	Exe    string    `json:"exe,omitempty"`
+	VMAs   []Mapping `json:"vmas"`
 }
 
 type vmaIDs struct {
@@ -402,6 +433,10 @@ func (d *Dir) Mems() ([]TaskMems, error) {
 	vids := &vmaIDs{ids: map[uint64]int{}}
 	var out []TaskMems
 	for _, p := range pst {
+		if d.zombie(p.GetPid()) {
+			out = append(out, TaskMems{Pid: p.GetPid(), Zombie: true})
+			continue
+		}
 		m, err := d.mm(p.GetPid())
 		if err != nil {
 			return nil, err
@@ -458,7 +493,9 @@ func (d *Dir) mapping(v *vma.VmaEntry, vids *vmaIDs) Mapping {
 // WriteMems prints like `crit x DIR mems`.
 func WriteMems(w io.Writer, tasks []TaskMems) {
 	for _, t := range tasks {
-		fmt.Fprintf(w, "%d\n", t.Pid)
+		if zombieLine(w, t.Pid, t.Zombie) {
+			continue
+		}
 		fmt.Fprintf(w, "\t%-36s    %s\n", "exe", t.Exe)
 		for _, m := range t.VMAs {
 			fn := ""
@@ -492,6 +529,7 @@ type RssVMA struct {
 // TaskRss lists the dumped page ranges of one task.
 type TaskRss struct {
 	Pid    uint32     `json:"pid"`
+	Zombie bool       `json:"zombie,omitempty"`
 	Ranges []RssRange `json:"ranges"`
 }
 
@@ -511,6 +549,10 @@ func (d *Dir) Rss() ([]TaskRss, error) {
 	}
 	var out []TaskRss
 	for _, p := range pst {
+		if d.zombie(p.GetPid()) {
+			out = append(out, TaskRss{Pid: p.GetPid(), Zombie: true})
+			continue
+		}
 		m, err := d.mm(p.GetPid())
 		if err != nil {
 			return nil, err
@@ -560,7 +602,7 @@ func (d *Dir) Rss() ([]TaskRss, error) {
 // WriteRss prints like `crit x DIR rss`.
 func WriteRss(w io.Writer, tasks []TaskRss) {
 	for _, t := range tasks {
-		fmt.Fprintf(w, "%d\n", t.Pid)
+		zombieLine(w, t.Pid, t.Zombie)
 		for _, r := range t.Ranges {
 			pstr := fmt.Sprintf("\t%x / %-8d", r.Vaddr, r.Pages)
 			var vstr strings.Builder

@@ -15,15 +15,16 @@ import (
 
 // Socket is one socket descriptor of a task.
 type Socket struct {
-	Fd     uint32 `json:"fd"`
-	ID     uint32 `json:"id"`
-	Ino    uint32 `json:"ino"`
-	Kind   string `json:"kind"` // unix, tcp, udp, tcp6, ..., packet, netlink
-	Type   string `json:"type"` // STREAM, DGRAM, ...
-	State  string `json:"state,omitempty"`
-	Local  string `json:"local,omitempty"`
-	Remote string `json:"remote,omitempty"`
-	Peer   uint32 `json:"peer,omitempty"` // unix peer inode
+	Fd      uint32 `json:"fd"`
+	ID      uint32 `json:"id"`
+	Ino     uint32 `json:"ino,omitempty"`     // inode (unix, inet, netlink); packet sockets have none in the image
+	Ifindex uint32 `json:"ifindex,omitempty"` // packet sockets: bound interface
+	Kind    string `json:"kind"`              // unix, tcp, udp, tcp6, ..., packet, netlink
+	Type    string `json:"type"`              // STREAM, DGRAM, ...
+	State   string `json:"state,omitempty"`
+	Local   string `json:"local,omitempty"`
+	Remote  string `json:"remote,omitempty"`
+	Peer    uint32 `json:"peer,omitempty"` // unix peer inode
 	// Queued data: sk-queues packets/bytes (unix, packet); tcp-stream in/out queue bytes.
 	QueuedPackets int    `json:"queued_packets,omitempty"`
 	QueuedBytes   uint64 `json:"queued_bytes,omitempty"`
@@ -34,6 +35,7 @@ type Socket struct {
 // TaskSockets lists the sockets of one task.
 type TaskSockets struct {
 	Pid     uint32   `json:"pid"`
+	Zombie  bool     `json:"zombie,omitempty"`
 	Sockets []Socket `json:"sockets"`
 }
 
@@ -91,7 +93,11 @@ func (d *Dir) Sk() ([]TaskSockets, error) {
 	}
 	var out []TaskSockets
 	for _, p := range pst {
-		t := TaskSockets{Pid: p.GetPid()}
+		if d.zombie(p.GetPid()) {
+			out = append(out, TaskSockets{Pid: p.GetPid(), Zombie: true})
+			continue
+		}
+		t := TaskSockets{Pid: p.GetPid(), Sockets: []Socket{}}
 		tf, err := d.taskFdinfo(p.GetPid())
 		if err != nil {
 			return nil, err
@@ -124,7 +130,7 @@ func (d *Dir) Sk() ([]TaskSockets, error) {
 					s.InqBytes, s.OutqBytes = ts.GetInqLen(), ts.GetOutqLen()
 				}
 			case f.GetPsk() != nil:
-				s.Kind, s.Ino, s.Type = "packet", f.GetPsk().GetId(), name(skTypes, f.GetPsk().GetType())
+				s.Kind, s.Type, s.Ifindex = "packet", name(skTypes, f.GetPsk().GetType()), f.GetPsk().GetIfindex()
 			case f.GetNlsk() != nil:
 				s.Kind, s.Ino, s.Type = "netlink", f.GetNlsk().GetIno(), fmt.Sprintf("proto %d", f.GetNlsk().GetProtocol())
 			default:
@@ -143,7 +149,7 @@ func (d *Dir) taskFdinfo(pid uint32) ([]*fdinfo.FdinfoEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	ms, err := d.load(fmt.Sprintf("fdinfo-%d.img", ids.GetFilesId()))
+	ms, err := d.loadOptional(fmt.Sprintf("fdinfo-%d.img", ids.GetFilesId()))
 	if err != nil {
 		return nil, err
 	}
@@ -167,9 +173,13 @@ func (d *Dir) tcpStream(ino uint32) (*tcp_stream.TcpStreamEntry, error) {
 // WriteSk prints one line per socket, grouped by task.
 func WriteSk(w io.Writer, tasks []TaskSockets) {
 	for _, t := range tasks {
-		fmt.Fprintf(w, "%d\n", t.Pid)
+		zombieLine(w, t.Pid, t.Zombie)
 		for _, s := range t.Sockets {
-			line := fmt.Sprintf("\t%7d: %-7s %-9s %-11s ino %d", s.Fd, s.Kind, s.Type, s.State, s.Ino)
+			id := fmt.Sprintf("ino %d", s.Ino)
+			if s.Kind == "packet" {
+				id = fmt.Sprintf("ifindex %d", s.Ifindex)
+			}
+			line := fmt.Sprintf("\t%7d: %-7s %-9s %-11s %s", s.Fd, s.Kind, s.Type, s.State, id)
 			if s.Local != "" {
 				line += " " + s.Local
 			}

@@ -146,9 +146,11 @@ func (e *Error) Unwrap() []error { return []error{ErrFailed, e.Err} }
 // harmless lists log error lines that every run prints and that mean nothing.
 var harmless = []string{"Can't setup RLIMIT_NOFILE for self"}
 
-// IsErrorLine reports whether a CRIU log line is an error that matters.
+// IsErrorLine reports whether a CRIU log line is an error that matters: "Error (" lines and BUG
+// reports ("BUG at criu/mem.c:..."), not the harmless RLIMIT_NOFILE line. The one definition for
+// criukit (knownissues uses it too).
 func IsErrorLine(line string) bool {
-	if !strings.Contains(line, "Error (") {
+	if !strings.Contains(line, "Error (") && !strings.Contains(line, "BUG at ") {
 		return false
 	}
 	for _, h := range harmless {
@@ -187,15 +189,6 @@ func lastErrors(r *bufio.Reader, n int) []string {
 	return out
 }
 
-func hasArg(args []string, name string) bool {
-	for _, a := range args {
-		if a == name || strings.HasPrefix(a, name+"=") {
-			return true
-		}
-	}
-	return false
-}
-
 func (o *Opts) command(ctx context.Context, op string, args []string) (*exec.Cmd, error) {
 	criu := o.Criu
 	if criu == "" {
@@ -216,7 +209,7 @@ func (o *Opts) command(ctx context.Context, op string, args []string) (*exec.Cmd
 	if o.LogFile != "" {
 		full = append(full, "-v"+strconv.Itoa(v), "-o", o.LogFile)
 	}
-	if op == "dump" && !hasArg(o.Args, "--network-lock") {
+	if op == "dump" && !HasArg(o.Args, "--network-lock") {
 		full = append(full, "--network-lock", "nftables")
 	}
 	full = append(full, o.Args...)

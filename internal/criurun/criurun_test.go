@@ -154,3 +154,18 @@ func FuzzParseVersion(f *testing.F) {
 		}
 	})
 }
+
+// TestIsErrorLineBUG: one IsErrorLine for criukit: BUG reports are errors (knownissues counted
+// them, criurun did not), the RLIMIT_NOFILE line is not.
+func TestIsErrorLineBUG(t *testing.T) {
+	for line, want := range map[string]bool{
+		"(00.012345) Error (criu/cr-dump.c:1234): Dumping FAILED.":              true,
+		"(00.100000) BUG at criu/mem.c:571":                                     true,
+		"(00.000100) Error (criu/util.c:1): Can't setup RLIMIT_NOFILE for self": false,
+		"(00.000200) Warn  (criu/kerndat.c:1): something":                       false,
+	} {
+		if got := IsErrorLine(line); got != want {
+			t.Errorf("IsErrorLine(%q) = %v, want %v", line, got, want)
+		}
+	}
+}

@@ -286,7 +286,7 @@ func (p *Proc) dumpTo(tb testing.TB, base string, extra ...string) *Dump {
 	tb.Helper()
 	criu := Criu(tb)
 	args := append(slices.Clone(DumpArgs[p.Workload]), extra...)
-	if !hasPrefixArg(args, "--network-lock") && p.netns == "" && p.cloneflags&syscall.CLONE_NEWNET == 0 {
+	if !criurun.HasArg(args, "--network-lock") && p.netns == "" && p.cloneflags&syscall.CLONE_NEWNET == 0 {
 		args = append(args, "--network-lock", "skip")
 	}
 	dir, log := filepath.Join(base, "images"), filepath.Join(base, "dump.log")
@@ -430,13 +430,4 @@ func moduleRoot() (string, error) {
 			return "", fmt.Errorf("no criukit go.mod above %s", dir)
 		}
 	}
-}
-
-func hasPrefixArg(args []string, name string) bool {
-	for _, a := range args {
-		if a == name || strings.HasPrefix(a, name+"=") {
-			return true
-		}
-	}
-	return false
 }

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+
+	"github.com/criukit/criukit/internal/criurun"
 )
 
 //go:embed rules.json
@@ -89,22 +91,9 @@ func (s *Set) Rule(id string) *Rule {
 	return nil
 }
 
-// harmless are error lines every CRIU run prints.
-var harmless = []string{"Can't setup RLIMIT_NOFILE for self"}
-
 // IsErrorLine reports whether a log line is a CRIU error that matters ("Error (" or a BUG
-// report), not the harmless RLIMIT_NOFILE line.
-func IsErrorLine(line string) bool {
-	if !strings.Contains(line, "Error (") && !strings.Contains(line, "BUG at ") {
-		return false
-	}
-	for _, h := range harmless {
-		if strings.Contains(line, h) {
-			return false
-		}
-	}
-	return true
-}
+// report), not the harmless RLIMIT_NOFILE line: criurun.IsErrorLine.
+func IsErrorLine(line string) bool { return criurun.IsErrorLine(line) }
 
 // MatchLine returns the first rule matching an error line, or nil (also for non-error lines).
 func (s *Set) MatchLine(line string) *Rule {
