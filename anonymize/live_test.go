@@ -450,3 +450,58 @@ func TestBadInput(t *testing.T) {
 		t.Error("missing input accepted")
 	}
 }
+
+// TestLogNamedAfterPrivateValue: a log whose file name holds a private value of the dump (the
+// process name, as `criukit report` or a wrapper may name logs) is written at every level with that
+// value mapped in its name, as in its text: rewriter and verifier agree on names too.
+func TestLogNamedAfterPrivateValue(t *testing.T) {
+	harness.Criu(t)
+	d := harness.CorpusDump(t, "files")
+	tmp := t.TempDir()
+	for _, lvl := range []Level{Identity, Structure, Paranoid} {
+		// find a private value of this dump: the first mapped pair of a plain run's map
+		mapOut := filepath.Join(tmp, lvl.String()+"-map.json")
+		if _, err := Run(d.Dir, filepath.Join(tmp, lvl.String()+"-probe"), Options{Level: lvl, Key: testKey, MapOut: mapOut}); err != nil {
+			t.Fatalf("%s: probe run: %v", lvl, err)
+		}
+		pairs, _ := os.ReadFile(mapOut)
+		var ps []struct{ From, To string }
+		json.Unmarshal(pairs, &ps)
+		private := ""
+		for _, p := range ps {
+			if len(p.From) >= 6 && !strings.ContainsAny(p.From, "/.\x00 ") && p.From != p.To {
+				private = p.From
+				break
+			}
+		}
+		if private == "" {
+			t.Fatalf("%s: no private value in the map of %s", lvl, d.Dir)
+		}
+		logName := private + "-app.log"
+		logPath := filepath.Join(tmp, logName)
+		if err := os.WriteFile(logPath, []byte("started "+private+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(tmp, lvl.String()+"-out")
+		if _, err := Run(d.Dir, out, Options{Level: lvl, Key: testKey, Logs: []string{logPath}}); err != nil {
+			t.Fatalf("%s: a log named after private value %q refused: %v", lvl, private, err)
+		}
+		ents, _ := os.ReadDir(out)
+		logs := 0
+		for _, e := range ents {
+			if strings.Contains(e.Name(), private) {
+				t.Errorf("%s: output file name %q keeps the private value", lvl, e.Name())
+			}
+			if strings.HasSuffix(e.Name(), ".log") {
+				logs++
+			}
+		}
+		if logs == 0 {
+			t.Errorf("%s: the log is not in the output", lvl)
+		}
+		mb, _ := os.ReadFile(filepath.Join(out, "MANIFEST.json"))
+		if bytes.Contains(mb, []byte(private)) {
+			t.Errorf("%s: MANIFEST.json keeps the private value %q", lvl, private)
+		}
+	}
+}

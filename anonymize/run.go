@@ -525,17 +525,40 @@ func (r *run) progressBytes(file string, n int64) {
 	}
 }
 
-// criuLogs are CRIU's own log names (public); other log base names are mapped at paranoid.
+// EnvironmentLog is the name of the environment log criukit's report writes (kernel, CRIU, criukit
+// versions and config): a name of the tool's own, kept like CRIU's log names.
+const EnvironmentLog = "criukit-environment.log"
+
+// criuLogs are CRIU's own log names and criukit's (public); other log base names are mapped
+// (pieces of private values below paranoid, whole at paranoid).
 var criuLogs = map[string]bool{"dump.log": true, "restore.log": true, "pre-dump.log": true, "criu.log": true,
-	"page-server.log": true, "lazy-pages.log": true, "check.log": true, "cpuinfo.log": true}
+	"page-server.log": true, "lazy-pages.log": true, "check.log": true, "cpuinfo.log": true, EnvironmentLog: true}
 
 // logName is a log's output name: --secret pieces replaced; mapped at paranoid unless CRIU's own.
 func (r *run) logName(base string) string {
 	base = r.scrubSecrets(base)
-	if r.lvl >= Paranoid && !criuLogs[base] {
+	if criuLogs[base] {
+		return base
+	}
+	if r.lvl >= Paranoid {
 		return strings.TrimSuffix(r.m.Component(base, r.po), ".log") + ".log"
 	}
-	return base
+	return r.mapKnown(base)
+}
+
+// mapKnown replaces, below paranoid, the private values of the level's dictionary that stand in a
+// name the input chose (a log's or a dropped file's base name) by their pseudonyms, as in the
+// logs' text: the verifier scans those names with the same dictionary. Before the dictionary is
+// built (harvest pass) the name is returned as is.
+func (r *run) mapKnown(name string) string {
+	if r.lvl < Identity || r.d == nil || r.d.Len() == 0 {
+		return name
+	}
+	b := []byte(name)
+	if r.d.ReplaceBytes(b, len(b)) == 0 {
+		return name
+	}
+	return string(b)
 }
 
 // droppedName is how a dropped input's name appears in MANIFEST.json: --secret pieces replaced;
@@ -745,6 +768,11 @@ func sameLenIP(from, to string) string {
 }
 
 func (r *run) finish() error {
+	if r.lvl < Paranoid {
+		for i := range r.man.Dropped {
+			r.man.Dropped[i].Name = r.mapKnown(r.man.Dropped[i].Name)
+		}
+	}
 	r.man.Counts = map[string]int{}
 	for c, n := range r.m.Counts() {
 		r.man.Counts[string(c)] = n

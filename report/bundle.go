@@ -76,7 +76,7 @@ type Result struct {
 }
 
 // envFile is the anonymizer input that carries the environment text to scrub.
-const envFile = "criukit-environment.log"
+const envFile = anonymize.EnvironmentLog
 
 // Build collects, anonymizes and writes the bundle to out (a new file; temp + rename).
 func Build(ctx context.Context, out string, o Options) (*Result, error) {
