@@ -118,8 +118,27 @@ func Restore(fd int, s *Snapshot, o *RestoreOptions) error {
 	if err := r.setData(); err != nil {
 		return err
 	}
+	// The queues are written while mss_cache still has its pre-connect value (524 on IPv4 right
+	// after a repair connect, larger on IPv6), so the restored send queue is cut into many more
+	// skbs than the original and their truesize overhead no longer fits the dumped SO_SNDBUF:
+	// the unsent tail (written with repair off, non-blocking) then fails with EAGAIN (tcplab
+	// E14/v4 with 1 MiB buffers). Grow the buffers while the queues are written and set the
+	// dumped values afterwards: a smaller sndbuf than queued only blocks later writes.
+	if ti, err := GetInfo(fd); err == nil {
+		r.logf("mss_cache before the queues: snd_mss=%d", ti.SndMss)
+	}
+	if s.SndBuf > 0 && s.OutqLen > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, max(s.SndBuf/2, 4*int(s.OutqLen))); err != nil {
+			return r.err("setsockopt(SO_SNDBUFFORCE, queue restore)", err)
+		}
+	}
 	if err := r.restoreQueues(); err != nil {
 		return err
+	}
+	if s.SndBuf > 0 && s.OutqLen > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, s.SndBuf/2); err != nil {
+			return r.err("setsockopt(SO_SNDBUFFORCE)", err)
+		}
 	}
 	if s.HasWindow && !r.faults.NoWindow {
 		w := window{r.d.SndWl1, r.d.SndWnd, r.d.MaxWindow, r.d.RcvWnd, r.d.RcvWup}

@@ -43,6 +43,19 @@ type Options struct {
 	Pcap       string        // write a pcap to this path
 	PeerWindow bool          // soccr.RestoreOptions.PeerWindow (fake packets carry the peer's real window)
 	ECN        bool          // net.ipv4.tcp_ecn=1
+	// SideBuf overrides Buf for side A ([0]) or B ([1]) when non-zero: asymmetric buffers give
+	// asymmetric window scales (a swap of snd/rcv wscale becomes visible).
+	SideBuf [2]int
+	// NoQuickack leaves the route without "quickack 1": delayed ACKs, so a dump can catch a
+	// socket that owes an ACK (rcv_wup != rcv_nxt).
+	NoQuickack bool
+}
+
+func (o *Options) bufOf(side int) int {
+	if o.SideBuf[side] > 0 {
+		return o.SideBuf[side]
+	}
+	return o.Buf
 }
 
 func (o *Options) defaults() {
@@ -90,7 +103,13 @@ type Lab struct {
 	captured  []*Pkt // every packet, by N-1
 	lines     map[*Pkt]string
 	retracted [2]bool
+	wire      [2]wireSide
+	tripped   map[string]int // oracle kind -> violations, allowed ones included
 }
+
+// Tripped returns how often an oracle fired in this case so far (allowed or not): a case that
+// seeds a fault asserts that the oracle meant to catch it did.
+func (l *Lab) Tripped(kind string) int { return l.tripped[kind] }
 
 func (l *Lab) lineOf(p *Pkt) string { return l.lines[p] }
 
@@ -144,6 +163,7 @@ func New(o Options) (*Lab, error) {
 	}
 	for i := range l.sides {
 		l.nstat0[i], _ = l.sides[i].readNetstat()
+		l.wire[i].maxBuf = o.bufOf(i)
 	}
 	return l, nil
 }
@@ -253,6 +273,7 @@ func (l *Lab) dirOf(p *Pkt) (Dir, bool) {
 // SetISN fixes the ISN used to render side s's sequence numbers (constructor mode).
 func (l *Lab) SetISN(s int, isn uint32, wscale int) {
 	l.isn[s], l.isnSet[s] = isn, true
+	l.wire[s].sndMax, l.wire[s].sndOK = isn+1, true
 	l.wscale[s] = wscale
 }
 
@@ -274,6 +295,7 @@ func (l *Lab) observe(p *Pkt, how string) {
 	if how != "" {
 		line, hashed = how+" "+line, how+" "+hashed
 	}
+	l.wireOracles(p, how, line)
 	l.trace = append(l.trace, hashed)
 	if l.lines == nil {
 		l.lines = map[*Pkt]string{}
@@ -324,6 +346,10 @@ func (l *Lab) Allow(oracles ...string) {
 
 func (l *Lab) violation(kind, format string, args ...any) {
 	msg := fmt.Sprintf("[%s] ", kind) + fmt.Sprintf(format, args...)
+	if l.tripped == nil {
+		l.tripped = map[string]int{}
+	}
+	l.tripped[kind]++
 	if l.allow[kind] {
 		l.Note("expected: %s", msg)
 		return
@@ -381,6 +407,7 @@ func (l *Lab) capture() bool {
 			l.held = append(l.held, p)
 		default:
 			l.observe(p, "")
+			l.delivered(p)
 			l.write(dst, p.Raw)
 			// The receive path may run in ksoftirqd (asynchronously) under load: wait for a
 			// quiet step before the next packet goes.
@@ -494,6 +521,7 @@ func (l *Lab) Deliver(ps ...*Pkt) {
 	for _, p := range ps {
 		l.unhold(p)
 		l.Event("deliver #%d", p.N)
+		l.delivered(p)
 		l.write(1-int(p.Dir), p.Raw)
 		l.Settle()
 	}
@@ -510,6 +538,7 @@ func (l *Lab) Drop(ps ...*Pkt) {
 // Duplicate delivers a copy of p (held or already delivered) without releasing it.
 func (l *Lab) Duplicate(p *Pkt) {
 	l.Event("duplicate #%d", p.N)
+	l.delivered(p)
 	l.write(1-int(p.Dir), append([]byte(nil), p.Raw...))
 	l.Settle()
 }
@@ -524,6 +553,7 @@ func (l *Lab) Inject(s int, raw []byte) error {
 	l.n++
 	p.N, p.Time = l.n, time.Now()
 	l.observe(p, "inject")
+	l.delivered(p)
 	_, err := unix.Write(l.sides[s].tun, raw)
 	return err
 }

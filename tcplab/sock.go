@@ -71,7 +71,7 @@ func (l *Lab) socket(s int) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("socket in %s: %w", sideName[s], err)
 	}
-	for _, o := range [][3]int{{unix.SOL_SOCKET, unix.SO_SNDBUF, l.o.Buf}, {unix.SOL_SOCKET, unix.SO_RCVBUF, l.o.Buf},
+	for _, o := range [][3]int{{unix.SOL_SOCKET, unix.SO_SNDBUF, l.o.bufOf(s)}, {unix.SOL_SOCKET, unix.SO_RCVBUF, l.o.bufOf(s)},
 		{unix.SOL_TCP, unix.TCP_NODELAY, 1}, {unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}} {
 		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
 			unix.Close(fd)
@@ -185,6 +185,9 @@ func (l *Lab) Construct(t Template) (*Sock, *Sock, error) {
 	ws := int(t.Wscale)
 	l.SetISN(A, t.ISNA, ws)
 	l.SetISN(B, t.ISNB, ws)
+	for i := range l.wire {
+		l.wire[i].syn, l.wire[i].ts, l.wire[i].sack, l.wire[i].mss = true, t.Timestamps, t.Sack, int(t.MSS)
+	}
 	var socks [2]*Sock
 	for me, isn := range [2][2]uint32{{t.ISNA, t.ISNB}, {t.ISNB, t.ISNA}} {
 		s, err := l.restoreInto(me, mk(me, isn[0], isn[1]), nil, false, false)
@@ -281,10 +284,14 @@ func (l *Lab) restoreInto(side int, snap *soccr.Snapshot, into *Sock, check, res
 		s = l.newSock(side, fd)
 	}
 	if snap.SndBuf == 0 {
-		snap.SndBuf, snap.RcvBuf = 2*l.o.Buf, 2*l.o.Buf
+		snap.SndBuf, snap.RcvBuf = 2*l.o.bufOf(side), 2*l.o.bufOf(side)
+	}
+	if into != nil {
+		l.restoring(side)
 	}
 	l.lock[side] = true
-	err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow})
+	err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow,
+		Log: func(f string, a ...any) { l.Note("soccr: "+f, a...) }})
 	l.Settle()
 	if err != nil {
 		l.lock[side] = false
