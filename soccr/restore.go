@@ -215,6 +215,16 @@ func (r *restorer) setData() error {
 			return err
 		}
 	}
+	// mss_cache is computed once, in connect(), from the clamp of that moment: 536 (IPv4) or
+	// 1220 (IPv6), since TCP_REPAIR_OPTIONS comes later and does not resync it. libsoccr's
+	// sockets then send 536-byte segments on IPv4 and, worse, 1220-byte segments on IPv6 even
+	// when the peer announced a smaller MSS (tcplab X03/X04/X12). TCP_MAXSEG before connect
+	// makes connect() use the dumped clamp.
+	if d.State != SynSent && !r.o.LibsoccrMSS && d.MssClamp > 0 {
+		if err := r.setInt("TCP_MAXSEG", unix.TCP_MAXSEG, int(d.MssClamp)); err != nil {
+			return err
+		}
+	}
 	if err := unix.Connect(r.fd, sockaddr(r.s.Dst, r.fam)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return r.err(fmt.Sprintf("connect(%v)", r.s.Dst), err)
 	}

@@ -49,6 +49,11 @@ type Options struct {
 	// NoQuickack leaves the route without "quickack 1": delayed ACKs, so a dump can catch a
 	// socket that owes an ACK (rcv_wup != rcv_nxt).
 	NoQuickack bool
+	// SideMSS sets TCP_MAXSEG on side A's ([0]) or B's ([1]) sockets before the handshake: each
+	// side announces its own MSS (asymmetric MSS).
+	SideMSS [2]int
+	// LibsoccrMSS restores without soccr's TCP_MAXSEG-before-connect fix (libsoccr's order).
+	LibsoccrMSS bool
 }
 
 func (o *Options) bufOf(side int) int {

@@ -78,6 +78,12 @@ func (l *Lab) socket(s int) (int, error) {
 			return -1, fmt.Errorf("setsockopt %v: %w", o, err)
 		}
 	}
+	if m := l.o.SideMSS[s]; m > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_MAXSEG, m); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("setsockopt TCP_MAXSEG %d: %w", m, err)
+		}
+	}
 	return fd, nil
 }
 
@@ -290,7 +296,7 @@ func (l *Lab) restoreInto(side int, snap *soccr.Snapshot, into *Sock, check, res
 		l.restoring(side)
 	}
 	l.lock[side] = true
-	err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow,
+	err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow, LibsoccrMSS: l.o.LibsoccrMSS,
 		Log: func(f string, a ...any) { l.Note("soccr: "+f, a...) }})
 	l.Settle()
 	if err != nil {
