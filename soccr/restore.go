@@ -219,9 +219,10 @@ func (r *restorer) setData() error {
 	// 1220 (IPv6), since TCP_REPAIR_OPTIONS comes later and does not resync it. libsoccr's
 	// sockets then send 536-byte segments on IPv4 and, worse, 1220-byte segments on IPv6 even
 	// when the peer announced a smaller MSS (tcplab X03/X04/X12). TCP_MAXSEG before connect
-	// makes connect() use the dumped clamp.
-	if d.State != SynSent && !r.o.LibsoccrMSS && d.MssClamp > 0 {
-		if err := r.setInt("TCP_MAXSEG", unix.TCP_MAXSEG, int(d.MssClamp)); err != nil {
+	// makes connect() use the dumped clamp (TCP_MAXSEG accepts at most MAX_TCP_WINDOW, 32767:
+	// loopback's 65495 becomes 32767, still far better than 536).
+	if d.State != SynSent && !r.o.LibsoccrMSS && d.MssClamp >= 88 {
+		if err := r.setInt("TCP_MAXSEG", unix.TCP_MAXSEG, int(min(d.MssClamp, 32767))); err != nil {
 			return err
 		}
 	}

@@ -218,6 +218,19 @@ func init() {
 				c.ExpectEOF(c.B)
 				c.ExpectEOF(c.A)
 			}},
+		&Case{ID: "X13", Title: "one unread byte in A's receive queue", Expect: "A' returns exactly that byte (the smallest queue soccr must not skip)",
+			Run: func(c *C) {
+				c.Handshake()
+				c.Write(c.B, "1")
+				snap := c.Checkpoint(c.A)
+				if snap.InqLen != 1 {
+					c.Fatalf("inq_len %d, want 1", snap.InqLen)
+				}
+				c.Restore(c.A, snap)
+				c.ExpectRead(c.A, "1")
+				c.Write(c.B, "2")
+				c.ExpectRead(c.A, "2")
+			}},
 		&Case{ID: "X12", Title: "libsoccr's order: mss_cache left at the connect-time default (peer MSS 700)", Expect: "kernel bug class, recorded as expected: v4 A' sends 536-byte segments (undersized); v6 A' sends 1220-byte segments, beyond the 700 the peer announced (RFC 9293 violation); soccr's TCP_MAXSEG-before-connect avoids both (X04)",
 			Opts: Options{SideMSS: [2]int{0, 700}, LibsoccrMSS: true}, Run: func(c *C) {
 				c.Allow("opts")

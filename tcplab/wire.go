@@ -3,6 +3,7 @@ package tcplab
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -165,4 +166,27 @@ func (l *Lab) restoring(s int) {
 
 func (w *wireSide) String() string {
 	return fmt.Sprintf("sndMax=%d ackMax=%d ackIn=%d ts=%v sack=%v mss=%d", w.sndMax, w.ackMax, w.ackIn, w.ts, w.sack, w.mss)
+}
+
+// Behavioural reports whether a failed case's errors include more than re-dump differences
+// (a re-dump uses the same soccr.Save: a bug in Save would be checked against itself).
+func Behavioural(errs []string) bool {
+	for _, e := range errs {
+		if !strings.HasPrefix(e, "[redump]") {
+			return true
+		}
+	}
+	return false
+}
+
+// Oracle names the check that produced an error: the oracle kind in brackets ("[payload]
+// ..."), or "case" for a case's own expectation (a Fatalf: wrong state, wrong bytes, a
+// restore that failed, a timeout).
+func Oracle(err string) string {
+	if strings.HasPrefix(err, "[") {
+		if i := strings.IndexByte(err, ']'); i > 0 {
+			return err[1:i]
+		}
+	}
+	return "case"
 }
