@@ -143,7 +143,7 @@ func init() {
 				c.ExpectRead(c.A, all)
 			}},
 		&Case{ID: "X08", Title: "CLOSE_WAIT with data in both queues, asymmetric wscale", Expect: "fake FIN restores CLOSE_WAIT; A' returns the data, EOF, its reply arrives in full-sized segments",
-			Opts: Options{SideBuf: [2]int{16384, 1 << 20}, PeerWindow: true}, Run: func(c *C) {
+			Opts: Options{SideBuf: [2]int{16384, 1 << 20}}, Run: func(c *C) {
 				c.Handshake()
 				c.Write(c.B, "before-fin")
 				c.Must(c.B.Shutdown(), "B shutdown")

@@ -54,6 +54,8 @@ type Options struct {
 	SideMSS [2]int
 	// LibsoccrMSS restores without soccr's TCP_MAXSEG-before-connect fix (libsoccr's order).
 	LibsoccrMSS bool
+	// Engine saves and restores the sockets: EngineSoccr ("" too) or EngineLibsoccr.
+	Engine string
 }
 
 func (o *Options) bufOf(side int) int {

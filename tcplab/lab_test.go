@@ -37,7 +37,7 @@ func TestCases(t *testing.T) {
 			break
 		}
 		t.Run(Name(r.Case, r.Family), func(t *testing.T) {
-			res := RunCase(r.Case, r.Family, RunOptions{PcapDir: os.Getenv("TCPLAB_PCAP")})
+			res := RunCase(r.Case, r.Family, RunOptions{PcapDir: os.Getenv("TCPLAB_PCAP"), Engine: os.Getenv("TCPLAB_ENGINE")})
 			if out != nil {
 				_ = out.Encode(res)
 			}

@@ -218,7 +218,7 @@ func (l *Lab) Checkpoint(s *Sock) (*soccr.Snapshot, error) {
 	if err := soccr.Pause(s.fd); err != nil {
 		return nil, err
 	}
-	snap, err := soccr.Save(s.fd)
+	snap, err := l.save(s.fd)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +236,15 @@ func (l *Lab) Save(s *Sock) (*soccr.Snapshot, error) {
 	if err := soccr.Pause(s.fd); err != nil {
 		return nil, err
 	}
-	return soccr.Save(s.fd)
+	return l.save(s.fd)
+}
+
+// save runs the lab's engine on fd (in repair mode).
+func (l *Lab) save(fd int) (*soccr.Snapshot, error) {
+	if l.o.Engine == EngineLibsoccr {
+		return libsoccrSave(fd)
+	}
+	return soccr.Save(fd)
 }
 
 func snapSummary(l *Lab, s *soccr.Snapshot) string {
@@ -296,8 +304,12 @@ func (l *Lab) restoreInto(side int, snap *soccr.Snapshot, into *Sock, check, res
 		l.restoring(side)
 	}
 	l.lock[side] = true
-	err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow, LibsoccrMSS: l.o.LibsoccrMSS,
+	if l.o.Engine == EngineLibsoccr {
+		err = l.libsoccrRestore(fd, side, snap)
+	} else {
+		err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow, LibsoccrMSS: l.o.LibsoccrMSS,
 		Log: func(f string, a ...any) { l.Note("soccr: "+f, a...) }})
+	}
 	l.Settle()
 	if err != nil {
 		l.lock[side] = false

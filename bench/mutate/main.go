@@ -229,6 +229,7 @@ func main() {
 	baseline := flag.Bool("baseline", true, "first check that the selected cases pass without a mutant")
 	timeout := flag.Duration("timeout", 6*time.Minute, "per run of the test binary")
 	list := flag.Bool("list", false, "list the catalogue and exit")
+	worktree := flag.Bool("worktree", false, "mutate the working tree in place (default: a copy of the committed HEAD, so edits made meanwhile cannot leak into the builds)")
 	flag.Parse()
 	if *list {
 		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -251,6 +252,13 @@ func main() {
 		fatal(err)
 	}
 	defer os.RemoveAll(work)
+	if !*worktree {
+		src := filepath.Join(work, "src")
+		if err := exportHead(root, src); err != nil {
+			fatal(err)
+		}
+		root = src
+	}
 	c := &Config{Root: root, Work: work, Full: *full, Timeout: *timeout}
 	ms := Select(*filter, *fast)
 	if len(ms) == 0 {
@@ -289,6 +297,18 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// exportHead copies the committed tree of the repository at root into dir (git archive).
+func exportHead(root, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cmd := exec.Command("sh", "-c", `git -C "$1" archive --format=tar HEAD | tar -x -C "$2"`, "sh", root, dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("export HEAD of %s: %v: %s", root, err, out)
+	}
+	return nil
 }
 
 // Select returns the mutants matching filter (and Fast when fast).
