@@ -73,7 +73,7 @@ func (c *Config) build(m *Mutant, bin string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if n := strings.Count(string(src), m.Old); n != 1 {
+		if n := countOf(string(src), m.Old); n != 1 {
 			return "stale", fmt.Errorf("%s: the fragment occurs %d times in %s (want 1): update the catalogue", m.ID, n, m.File)
 		}
 		mut := filepath.Join(c.Work, m.ID+"-"+filepath.Base(m.File))
@@ -114,6 +114,8 @@ func (c *Config) run(bin, filter string, failfast bool) ([]tcplab.Result, error)
 	}
 	return readResults(res), nil
 }
+
+func countOf(s, frag string) int { return strings.Count(s, frag) }
 
 func readResults(path string) []tcplab.Result {
 	f, err := os.Open(path)
