@@ -194,19 +194,9 @@ func init() {
 				c.ReadAll(c.B, 300, 5*time.Second)
 			}},
 		&Case{ID: "E14", TraceVaries: true, Title: "large queues (1 MiB buffers, both queues full)", Expect: "chunked restore (both queues > 1 MiB); no ENOMEM, no EAGAIN for the unsent tail; streams intact",
-			Opts: Options{Buf: 1 << 20},
-			Run: func(c *C) {
-				c.Handshake()
-				nb := c.B.Fill(65536)
-				na := c.A.Fill(65536)
-				snap := c.Checkpoint(c.A)
-				if snap.InqLen < 256<<10 || snap.OutqLen < 256<<10 {
-					c.Fatalf("queues too small to need chunks: inq %d outq %d", snap.InqLen, snap.OutqLen)
-				}
-				c.Restore(c.A, snap)
-				c.ReadAll(c.A, nb, 10*time.Second)
-				c.ReadAll(c.B, na, 10*time.Second)
-			}},
+			Opts: Options{Buf: 1 << 20}, Run: largeQueues},
+		&Case{ID: "E18", TraceVaries: true, Title: "as E14 with libsoccr's connect-time mss_cache (536 on v4)", Expect: "the unsent tail, cut into 536-byte skbs, needs more than the dumped SO_SNDBUF: soccr's temporary buffer growth makes the restore succeed (libsoccr fails with EAGAIN)",
+			Opts: Options{Buf: 1 << 20, LibsoccrMSS: true}, Run: largeQueues},
 		&Case{ID: "E15", Title: "restore the same image twice (first copy closed in repair)", Expect: "second bind works (SK_FORCE_REUSE); no RST from the stale copy",
 			Run: func(c *C) {
 				c.Handshake()
@@ -230,6 +220,19 @@ func init() {
 		&Case{ID: "E17", Title: "save then resume with TCP_REPAIR_OFF_NO_WP", Expect: "connection continues; no probe packet",
 			Run: func(c *C) { resumeCase(c, false) }},
 	)
+}
+
+func largeQueues(c *C) {
+	c.Handshake()
+	nb := c.B.Fill(65536)
+	na := c.A.Fill(65536)
+	snap := c.Checkpoint(c.A)
+	if snap.InqLen < 256<<10 || snap.OutqLen < 256<<10 {
+		c.Fatalf("queues too small to need chunks: inq %d outq %d", snap.InqLen, snap.OutqLen)
+	}
+	c.Restore(c.A, snap)
+	c.ReadAll(c.A, nb, 10*time.Second)
+	c.ReadAll(c.B, na, 10*time.Second)
 }
 
 func resumeCase(c *C, probe bool) {

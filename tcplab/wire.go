@@ -23,6 +23,7 @@ import (
 //            jump of ~1e9 or a usec clock after restore is flagged
 //   window   the advertised window never exceeds the receive buffer; data never beyond the
 //            peer's advertised right edge (in lab.go)
+//   storm    no endless exchange (an ACK war between sockets that disagree on seq numbers)
 //   retract  the first window a restored socket advertises does not retract the right edge it
 //            advertised before the dump (the dumped rcv_wup+rcv_wnd must survive)
 

@@ -90,7 +90,7 @@ func (c *Config) build(m *Mutant, bin string) (string, error) {
 	cmd := exec.Command("go", append(args, "./tcplab/")...)
 	cmd.Dir = c.Root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "stillborn", fmt.Errorf("build: %v\n%s", err, out)
+		return "stillborn", fmt.Errorf("build: %v: %s", err, strings.Join(strings.Fields(string(out)), " "))
 	}
 	return "", nil
 }
@@ -142,15 +142,23 @@ func classify(o *Outcome, rs []tcplab.Result) {
 		if r.Status != "fail" {
 			continue
 		}
+		// A wire oracle names the mechanism better than the case's own symptom: prefer it.
+		pick := ""
 		for _, e := range r.Errors {
-			if tcplab.Oracle(e) == "redump" {
+			switch k := tcplab.Oracle(e); {
+			case k == "redump":
 				if redump == "" {
 					redump = r.Name
 				}
-				continue
+			case k != "case" && (pick == "" || tcplab.Oracle(pick) == "case"):
+				pick = e
+			case pick == "":
+				pick = e
 			}
-			o.Status, o.CaughtBy, o.Oracle = "killed", r.Name, tcplab.Oracle(e)
-			o.Detail = firstLine(e)
+		}
+		if pick != "" {
+			o.Status, o.CaughtBy, o.Oracle = "killed", r.Name, tcplab.Oracle(pick)
+			o.Detail = firstLine(pick)
 			return
 		}
 	}
