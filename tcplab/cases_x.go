@@ -231,6 +231,28 @@ func init() {
 				c.Write(c.B, "2")
 				c.ExpectRead(c.A, "2")
 			}},
+		&Case{ID: "X14", TraceVaries: true, Title: "zero window at B, A' left alone until its persist timer fires", Expect: "A' restores snd_wnd=0 (not max_window): pushed before B's answer to the REPAIR_OFF probe arrives, it sends no data beyond B's zero window; when B reads, all data flows",
+			Opts: Options{Buf: 16384}, Run: func(c *C) {
+				c.Handshake()
+				n := c.A.Fill(4096)
+				snap := c.Checkpoint(c.A)
+				if snap.UnsqLen == 0 {
+					c.Fatalf("no unsent data at dump")
+				}
+				// B's answer to the REPAIR_OFF probe would overwrite A's snd_wnd: hold it, so A'
+				// acts on the restored window alone.
+				c.HoldDir(BtoA)
+				c.Restore(c.A, snap)
+				// CRIU restores TCP_NODELAY after the TCP state; setting it pushes the pending
+				// frames: with the window as B advertised it (0) nothing but probes may leave.
+				c.Must(unix.SetsockoptInt(c.A.FD(), unix.SOL_TCP, unix.TCP_NODELAY, 1), "TCP_NODELAY")
+				c.Settle()
+				held := c.Held()
+				c.Hold(nil)
+				c.Deliver(held...)
+				c.Run(1500 * time.Millisecond) // RTO = 1 s: the persist timer fires at least once
+				c.ReadAll(c.B, n, 10*time.Second)
+			}},
 		&Case{ID: "X12", Title: "libsoccr's order: mss_cache left at the connect-time default (peer MSS 700)", Expect: "kernel bug class, recorded as expected: v4 A' sends 536-byte segments (undersized); v6 A' sends 1220-byte segments, beyond the 700 the peer announced (RFC 9293 violation); soccr's TCP_MAXSEG-before-connect avoids both (X04)",
 			Opts: Options{SideMSS: [2]int{0, 700}, LibsoccrMSS: true}, Run: func(c *C) {
 				c.Allow("opts")

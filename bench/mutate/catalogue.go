@@ -39,7 +39,7 @@ var Catalogue = []Mutant{
 	{ID: "save-nots", Area: "save/options", What: "timestamps dropped from opt_mask", File: "soccr/save.go",
 		Old: "s.OptMask = uint32(ti.Options)", New: "s.OptMask = uint32(ti.Options) &^ OptTimestamps", Cases: `^(T01|T04|X02)/`},
 	{ID: "save-sndwnd-max", Area: "save/windows", What: "snd_wnd saved as max_window", File: "soccr/save.go",
-		Old: "ne.Uint32(wb[0:]), ne.Uint32(wb[4:]), ne.Uint32(wb[8:])", New: "ne.Uint32(wb[0:]), ne.Uint32(wb[8:]), ne.Uint32(wb[8:])", Cases: `^(W01|E05|E06|P08|W02)/`},
+		Old: "ne.Uint32(wb[0:]), ne.Uint32(wb[4:]), ne.Uint32(wb[8:])", New: "ne.Uint32(wb[0:]), ne.Uint32(wb[8:]), ne.Uint32(wb[8:])", Cases: `^(X14|W01|E05|E06|P08|W02)/`},
 	{ID: "save-rcvwup-nxt", Area: "save/windows", What: "rcv_wup saved as rcv_nxt (pending ACK lost)", File: "soccr/save.go",
 		Old: "s.RcvWnd, s.RcvWup = ne.Uint32(wb[12:]), ne.Uint32(wb[16:])", New: "s.RcvWnd, s.RcvWup = ne.Uint32(wb[12:]), ne.Uint32(wb[16:])+s.InqLen*0+uint32(len(s.InQ))", Cases: `^(X06)/`,
 		Equivalent: "the queues are read after the window, so len(s.InQ) is still 0 here: the fragment never changes rcv_wup (kept as a check that the harness reports equivalents)"},
@@ -83,7 +83,7 @@ var Catalogue = []Mutant{
 	{ID: "rst-window-fin", Area: "restore/windows", What: "no rcv_wup--/rcv_wnd++ for a received FIN", File: "soccr/restore.go",
 		Old: "w.rcvWup--\n\t\t\tw.rcvWnd++", New: "w.rcvWup += 0", Cases: `^(H01|H02|H07|H08|X08)/`},
 	{ID: "rst-sndwnd-max", Area: "restore/windows", What: "snd_wnd restored as max_window", File: "soccr/restore.go",
-		Old: "w := window{r.d.SndWl1, r.d.SndWnd, r.d.MaxWindow", New: "w := window{r.d.SndWl1, r.d.MaxWindow, r.d.MaxWindow", Cases: `^(W01|E05|E06|P08|W02)/`},
+		Old: "w := window{r.d.SndWl1, r.d.SndWnd, r.d.MaxWindow", New: "w := window{r.d.SndWl1, r.d.MaxWindow, r.d.MaxWindow", Cases: `^(X14|W01|E05|E06|P08|W02)/`},
 	{ID: "rst-rcvbuf-small", Area: "restore/buffers", What: "SO_RCVBUF restored at a quarter", File: "soccr/restore.go",
 		Old: "unix.SO_RCVBUFFORCE, s.RcvBuf/2)", New: "unix.SO_RCVBUFFORCE, s.RcvBuf/8)", Cases: `^(X01|X02|E14|P08|W02|E02)/`},
 	// --- restore: queues ---
