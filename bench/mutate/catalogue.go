@@ -112,8 +112,7 @@ var Catalogue = []Mutant{
 	{ID: "rst-fake-win0", Area: "restore/states", What: "fake peer FIN advertises a zero window", File: "soccr/restore.go",
 		Old: "win := uint16(d.RcvWnd) //", New: "win := uint16(0) //", Cases: `^(H01|H02|X08|P04)/`},
 	{ID: "rst-close-inq", Area: "restore/states", What: "CLOSE: inq_seq not advanced past the peer's FIN", File: "soccr/restore.go",
-		Old: "if m&rcvqFinAcked != 0 {\n\t\tr.d.InqSeq++", New: "if false {\n\t\tr.d.InqSeq++", Cases: `^(H10|H11)/`,
-		Equivalent: "the working copy's inq_seq is not used after this point in CLOSE (the fake ACK only uses outq_seq): libsoccr keeps the increment for symmetry"},
+		Old: "if m&rcvqFinAcked != 0 {\n\t\tr.d.InqSeq++", New: "if false {\n\t\tr.d.InqSeq++", Cases: `^(H10|H11)/`},
 	// --- v4/v6 and resume ---
 	{ID: "v4-ipcsum", Area: "v4", What: "fake IPv4 packets without IP header checksum", File: "soccr/packet.go",
 		Old: "be.PutUint16(ip[10:], checksum(ip, 0))", New: "_ = checksum", Cases: `^(H01|H03)/v4`, Fast: true},
