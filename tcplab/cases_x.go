@@ -91,17 +91,17 @@ func (c *C) bulk(s *Sock, n int) {
 
 func init() {
 	register(
-		&Case{ID: "X01", Title: "asymmetric wscale: A's buffer 16 KiB, B's 1 MiB", Expect: "A' keeps both scales (snd != rcv): windows read per side, no data beyond a window, no retraction, full segments",
+		&Case{ID: "X01", TraceVaries: true, Title: "asymmetric wscale: A's buffer 16 KiB, B's 1 MiB", Expect: "A' keeps both scales (snd != rcv): windows read per side, no data beyond a window, no retraction, full segments",
 			Opts: Options{SideBuf: [2]int{16384, 1 << 20}}, Run: func(c *C) { xRoundTrip(c, false) }},
-		&Case{ID: "X02", Title: "asymmetric wscale reversed (A 1 MiB, B 16 KiB), timestamps on", Expect: "as X01; TS on every segment, clock continues",
+		&Case{ID: "X02", TraceVaries: true, Title: "asymmetric wscale reversed (A 1 MiB, B 16 KiB), timestamps on", Expect: "as X01; TS on every segment, clock continues",
 			Opts: Options{SideBuf: [2]int{1 << 20, 16384}, Timestamps: true}, Run: func(c *C) { xRoundTrip(c, false) }},
-		&Case{ID: "X03", Title: "asymmetric MSS (A 536, B 1200), SACK off", Expect: "A' keeps sending 536-byte segments, B 1200... no SACK blocks",
+		&Case{ID: "X03", TraceVaries: true, Title: "asymmetric MSS (A 536, B 1200), SACK off", Expect: "A' keeps sending 536-byte segments, B 1200... no SACK blocks",
 			Opts: Options{SideMSS: [2]int{536, 1200}, NoSack: true}, Run: func(c *C) { xRoundTrip(c, false) }},
-		&Case{ID: "X04", Title: "asymmetric MSS (A 1200, B 700), timestamps on, no window scaling", Expect: "A' segments <= 700-12; no wscale; TS continue",
+		&Case{ID: "X04", TraceVaries: true, Title: "asymmetric MSS (A 1200, B 700), timestamps on, no window scaling", Expect: "A' segments <= 700-12; no wscale; TS continue",
 			Opts: Options{SideMSS: [2]int{1200, 700}, Timestamps: true, NoWscale: true, Buf: 32768}, Run: func(c *C) { xRoundTrip(c, false) }},
-		&Case{ID: "X05", Title: "both sides dumped with asymmetric wscale and MSS", Expect: "both restored: each keeps its own scale and MSS",
+		&Case{ID: "X05", TraceVaries: true, Title: "both sides dumped with asymmetric wscale and MSS", Expect: "both restored: each keeps its own scale and MSS",
 			Opts: Options{SideBuf: [2]int{1 << 20, 16384}, SideMSS: [2]int{1000, 1400}, Timestamps: true}, Run: func(c *C) { xRoundTrip(c, true) }},
-		&Case{ID: "X06", Title: "dump with an ACK still owed (delayed ACK: rcv_wup != rcv_nxt)", Expect: "the dump catches rcv_wup behind rcv_nxt; A' restores both; its probe is out of window so B retransmits at its RTO; no duplicate, no retraction",
+		&Case{ID: "X06", TraceVaries: true, Title: "dump with an ACK still owed (delayed ACK: rcv_wup != rcv_nxt)", Expect: "the dump catches rcv_wup behind rcv_nxt; A' restores both; its probe is out of window so B retransmits at its RTO; no duplicate, no retraction",
 			Opts: Options{NoQuickack: true}, Run: func(c *C) {
 				c.Handshake()
 				c.Must(unix.SetsockoptInt(c.A.FD(), unix.SOL_TCP, unix.TCP_QUICKACK, 0), "TCP_QUICKACK 0")
@@ -142,7 +142,7 @@ func init() {
 				c.Deliver(segs[0], segs[1])
 				c.ExpectRead(c.A, all)
 			}},
-		&Case{ID: "X08", Title: "CLOSE_WAIT with data in both queues, asymmetric wscale", Expect: "fake FIN restores CLOSE_WAIT; A' returns the data, EOF, its reply arrives in full-sized segments",
+		&Case{ID: "X08", TraceVaries: true, Title: "CLOSE_WAIT with data in both queues, asymmetric wscale", Expect: "fake FIN restores CLOSE_WAIT; A' returns the data, EOF, its reply arrives in full-sized segments",
 			Opts: Options{SideBuf: [2]int{16384, 1 << 20}}, Run: func(c *C) {
 				c.Handshake()
 				c.Write(c.B, "before-fin")
@@ -162,7 +162,7 @@ func init() {
 				c.A.Close()
 				c.ExpectEOF(c.B)
 			}},
-		&Case{ID: "X09", Title: "FIN_WAIT2 with B's data unread at A, asymmetric MSS", Expect: "A' FIN_WAIT2 returns the data; B's later data+FIN arrive; B's segments stay full-sized",
+		&Case{ID: "X09", TraceVaries: true, Title: "FIN_WAIT2 with B's data unread at A, asymmetric MSS", Expect: "A' FIN_WAIT2 returns the data; B's later data+FIN arrive; B's segments stay full-sized",
 			Opts: Options{SideMSS: [2]int{600, 1300}}, Run: func(c *C) {
 				c.Handshake()
 				c.Write(c.B, "unread")

@@ -3,6 +3,7 @@ package tcplab
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -32,6 +33,7 @@ func TestCases(t *testing.T) {
 	}
 	failfast := os.Getenv("TCPLAB_FAILFAST") != ""
 	stop := false
+	var all []Result
 	for _, r := range Select(Cases(), re) {
 		if stop {
 			break
@@ -41,6 +43,7 @@ func TestCases(t *testing.T) {
 			if out != nil {
 				_ = out.Encode(res)
 			}
+			all = append(all, res)
 			t.Logf("%s %s %v hash=%s observed=%v", res.Name, res.Status, res.Duration.Round(1e6), res.Hash, res.Observed)
 			if res.Status == "fail" {
 				if failfast && Behavioural(res.Errors) {
@@ -51,5 +54,36 @@ func TestCases(t *testing.T) {
 				t.Log("\n" + strings.Join(res.Log, "\n"))
 			}
 		})
+	}
+	checkGolden(t, re, all)
+}
+
+// checkGolden compares a full run (no filter, soccr engine) with testdata/golden/<uname -r>
+// when that kernel release was recorded (TCPLAB_GOLDEN_RECORD=1 records it); for another
+// release the review list is only logged: traces legitimately change between kernels.
+func checkGolden(t *testing.T, re *regexp.Regexp, all []Result) {
+	record := os.Getenv("TCPLAB_GOLDEN_RECORD") != ""
+	if re != nil || os.Getenv("TCPLAB_ENGINE") != "" || len(all) == 0 || t.Failed() {
+		return
+	}
+	dir := "testdata/golden"
+	if _, err := os.Stat(filepath.Join(dir, KernelRelease(), "index.json")); err != nil && !record {
+		t.Logf("golden: no traces for kernel %s in %s (TCPLAB_GOLDEN_RECORD=1 records them)", KernelRelease(), dir)
+		return
+	}
+	if !record { // compare in a scratch copy: a test never rewrites testdata
+		tmp := t.TempDir()
+		if err := os.CopyFS(filepath.Join(tmp, KernelRelease()), os.DirFS(filepath.Join(dir, KernelRelease()))); err != nil {
+			t.Fatal(err)
+		}
+		dir = tmp
+	}
+	g, err := Golden(dir, all, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(g.String())
+	if g.Mode == "compare" && len(g.Diffs) > 0 {
+		t.Errorf("%d case runs differ from the golden traces of kernel %s:\n%s", len(g.Diffs), g.Release, g)
 	}
 }
