@@ -231,7 +231,14 @@ func Score(os []Outcome) (killed, counted int) {
 	return
 }
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode runs the command and returns its exit status (so that deferred clean-ups run).
+func mainCode() int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "mutate:", err)
+		return 2
+	}
 	filter := flag.String("filter", "", "regexp of mutant IDs to run")
 	fast := flag.Bool("fast", false, "only the CI subset (Fast mutants)")
 	full := flag.Bool("full", false, "re-run survivors against the whole suite")
@@ -248,45 +255,45 @@ func main() {
 			fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\n", m.ID, m.Area, m.Fast, m.Cases, m.What)
 		}
 		w.Flush()
-		return
+		return 0
 	}
 	if os.Geteuid() != 0 {
-		fatal(errors.New("mutate needs root (tcplab: network namespaces, TUN, TCP_REPAIR)"))
+		return fail(errors.New("mutate needs root (tcplab: network namespaces, TUN, TCP_REPAIR)"))
 	}
 	root, err := moduleRoot()
 	if err != nil {
-		fatal(err)
+		return fail(err)
 	}
 	work, err := os.MkdirTemp("", "criukit-mutate-")
 	if err != nil {
-		fatal(err)
+		return fail(err)
 	}
 	defer os.RemoveAll(work)
 	if !*worktree {
 		src := filepath.Join(work, "src")
 		if err := exportHead(root, src); err != nil {
-			fatal(err)
+			return fail(err)
 		}
 		root = src
 	}
 	c := &Config{Root: root, Work: work, Full: *full, Timeout: *timeout}
 	ms := Select(*filter, *fast)
 	if len(ms) == 0 {
-		fatal(errors.New("no mutant selected"))
+		return fail(errors.New("no mutant selected"))
 	}
 	t0 := time.Now()
 	if *baseline {
 		bin := filepath.Join(work, "baseline.test")
 		if _, err := c.build(nil, bin); err != nil {
-			fatal(err)
+			return fail(err)
 		}
 		rs, err := c.run(bin, Union(ms), false)
 		if err != nil {
-			fatal(fmt.Errorf("baseline: %w", err))
+			return fail(fmt.Errorf("baseline: %w", err))
 		}
 		for _, r := range rs {
 			if r.Status == "fail" {
-				fatal(fmt.Errorf("baseline: %s fails without any mutant: %s", r.Name, firstLine(strings.Join(r.Errors, "; "))))
+				return fail(fmt.Errorf("baseline: %s fails without any mutant: %s", r.Name, firstLine(strings.Join(r.Errors, "; "))))
 			}
 		}
 		fmt.Fprintf(os.Stderr, "baseline: %d case runs pass in %v\n", len(rs), time.Since(t0).Round(time.Millisecond))
@@ -304,9 +311,10 @@ func main() {
 	}
 	for _, o := range outs {
 		if o.Status == "survived" || o.Status == "redump-only" || o.Status == "stale" || o.Status == "error" {
-			os.Exit(1)
+			return 1
 		}
 	}
+	return 0
 }
 
 // exportHead copies the committed tree of the repository at root into dir (git archive).
@@ -358,9 +366,4 @@ func Print(f *os.File, outs []Outcome) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%.1fs\t%s\n", o.ID, o.Area, o.Status, o.CaughtBy, o.Oracle, o.Runs, o.Duration.Seconds(), d)
 	}
 	w.Flush()
-}
-
-func fatal(err error) {
-	fmt.Fprintln(os.Stderr, "mutate:", err)
-	os.Exit(2)
 }
