@@ -4,7 +4,6 @@ import (
 	"github.com/criukit/criukit/internal/nsrun"
 	"time"
 
-
 	"github.com/criukit/criukit/soccr"
 )
 

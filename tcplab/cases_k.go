@@ -104,7 +104,7 @@ func init() {
 			}},
 		&Case{ID: "K04", TraceVaries: true, Title: "unsent queue written before TCP_REPAIR_WINDOW is set (libsoccr's order), peer window small",
 			Expect: "nothing is transmitted from the unsent tail while restoring beyond the peer's window: right after connect() in repair snd_wnd is 0 and the tail waits for REPAIR_OFF; after restore B reads every byte",
-			Opts: Options{SideBuf: [2]int{65536, 8192}},
+			Opts:   Options{SideBuf: [2]int{65536, 8192}},
 			Run: func(c *C) {
 				c.Handshake()
 				n := c.A.Fill(4096)
