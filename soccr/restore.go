@@ -118,8 +118,27 @@ func Restore(fd int, s *Snapshot, o *RestoreOptions) error {
 	if err := r.setData(); err != nil {
 		return err
 	}
+	// The queues are written while mss_cache still has its pre-connect value (524 on IPv4 right
+	// after a repair connect, larger on IPv6), so the restored send queue is cut into many more
+	// skbs than the original and their truesize overhead no longer fits the dumped SO_SNDBUF:
+	// the unsent tail (written with repair off, non-blocking) then fails with EAGAIN (tcplab
+	// E14/v4 with 1 MiB buffers). Grow the buffers while the queues are written and set the
+	// dumped values afterwards: a smaller sndbuf than queued only blocks later writes.
+	if ti, err := GetInfo(fd); err == nil {
+		r.logf("mss_cache before the queues: snd_mss=%d", ti.SndMss)
+	}
+	if s.SndBuf > 0 && s.OutqLen > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, max(s.SndBuf/2, 4*int(s.OutqLen))); err != nil {
+			return r.err("setsockopt(SO_SNDBUFFORCE, queue restore)", err)
+		}
+	}
 	if err := r.restoreQueues(); err != nil {
 		return err
+	}
+	if s.SndBuf > 0 && s.OutqLen > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, s.SndBuf/2); err != nil {
+			return r.err("setsockopt(SO_SNDBUFFORCE)", err)
+		}
 	}
 	if s.HasWindow && !r.faults.NoWindow {
 		w := window{r.d.SndWl1, r.d.SndWnd, r.d.MaxWindow, r.d.RcvWnd, r.d.RcvWup}
@@ -193,6 +212,17 @@ func (r *restorer) setData() error {
 	}
 	if d.State == SynSent {
 		if err := r.repair(false); err != nil {
+			return err
+		}
+	}
+	// mss_cache is computed once, in connect(), from the clamp of that moment: 536 (IPv4) or
+	// 1220 (IPv6), since TCP_REPAIR_OPTIONS comes later and does not resync it. libsoccr's
+	// sockets then send 536-byte segments on IPv4 and, worse, 1220-byte segments on IPv6 even
+	// when the peer announced a smaller MSS (tcplab X03/X04/X12). TCP_MAXSEG before connect
+	// makes connect() use the dumped clamp (TCP_MAXSEG accepts at most MAX_TCP_WINDOW, 32767:
+	// loopback's 65495 becomes 32767, still far better than 536).
+	if d.State != SynSent && !r.o.LibsoccrMSS && d.MssClamp >= 88 {
+		if err := r.setInt("TCP_MAXSEG", unix.TCP_MAXSEG, int(min(d.MssClamp, 32767))); err != nil {
 			return err
 		}
 	}

@@ -174,6 +174,10 @@ type RestoreOptions struct {
 	// snd_wscale). libsoccr advertises rcv_wnd instead, which the restored socket reads as the
 	// peer's window scaled by snd_wscale: snd_wnd grows beyond what the peer offered.
 	PeerWindow bool
+	// LibsoccrMSS keeps libsoccr's order exactly: no TCP_MAXSEG before connect(), so the
+	// restored socket's mss_cache stays at the connect-time default (536 on IPv4, 1220 on IPv6)
+	// instead of the dumped clamp.
+	LibsoccrMSS bool
 	// Log, when set, receives one line per step (like libsoccr's debug log).
 	Log func(format string, args ...any)
 }

@@ -115,6 +115,7 @@ func init() {
 				c.Must(soccr.Resume(c.A.FD(), false), "resume")
 			}},
 		&Case{ID: "W05", Title: "wscale 14 both ways (constructor); 15 rejected", Expect: "14 accepted and works; 15 -> EFBIG",
+			Opts: Options{Buf: 1 << 20}, // the template's 1 MiB window must fit the receive buffer
 			Run: func(c *C) {
 				c.Construct(Template{ISNA: 1000, ISNB: 2000, Wscale: 14, Window: 1 << 20})
 				c.Write(c.A, "big-scale")

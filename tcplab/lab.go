@@ -2,13 +2,10 @@ package tcplab
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/criukit/criukit/soccr"
@@ -43,6 +40,26 @@ type Options struct {
 	Pcap       string        // write a pcap to this path
 	PeerWindow bool          // soccr.RestoreOptions.PeerWindow (fake packets carry the peer's real window)
 	ECN        bool          // net.ipv4.tcp_ecn=1
+	// SideBuf overrides Buf for side A ([0]) or B ([1]) when non-zero: asymmetric buffers give
+	// asymmetric window scales (a swap of snd/rcv wscale becomes visible).
+	SideBuf [2]int
+	// NoQuickack leaves the route without "quickack 1": delayed ACKs, so a dump can catch a
+	// socket that owes an ACK (rcv_wup != rcv_nxt).
+	NoQuickack bool
+	// SideMSS sets TCP_MAXSEG on side A's ([0]) or B's ([1]) sockets before the handshake: each
+	// side announces its own MSS (asymmetric MSS).
+	SideMSS [2]int
+	// LibsoccrMSS restores without soccr's TCP_MAXSEG-before-connect fix (libsoccr's order).
+	LibsoccrMSS bool
+	// Engine saves and restores the sockets: EngineSoccr ("" too) or EngineLibsoccr.
+	Engine string
+}
+
+func (o *Options) bufOf(side int) int {
+	if o.SideBuf[side] > 0 {
+		return o.SideBuf[side]
+	}
+	return o.Buf
 }
 
 func (o *Options) defaults() {
@@ -90,7 +107,15 @@ type Lab struct {
 	captured  []*Pkt // every packet, by N-1
 	lines     map[*Pkt]string
 	retracted [2]bool
+	wire      [2]wireSide
+	tripped   map[string]int // oracle kind -> violations, allowed ones included
+	burst     int            // packets captured in the current Settle
+	storm     bool           // an endless exchange was detected: every packet is dropped
 }
+
+// Tripped returns how often an oracle fired in this case so far (allowed or not): a case that
+// seeds a fault asserts that the oracle meant to catch it did.
+func (l *Lab) Tripped(kind string) int { return l.tripped[kind] }
 
 func (l *Lab) lineOf(p *Pkt) string { return l.lines[p] }
 
@@ -144,6 +169,7 @@ func New(o Options) (*Lab, error) {
 	}
 	for i := range l.sides {
 		l.nstat0[i], _ = l.sides[i].readNetstat()
+		l.wire[i].maxBuf = o.bufOf(i)
 	}
 	return l, nil
 }
@@ -214,28 +240,7 @@ func (l *Lab) Log() []string { return l.log }
 // direction. The kernel may emit a burst from a softirq while the peer answers the previous
 // packet, so the interleaving of the two directions is not reproducible under load; the order
 // within each direction and relative to the case's actions is.
-func (l *Lab) Hash() string {
-	var out, seg [2][]string
-	flush := func() {
-		out[0] = append(out[0], seg[0]...)
-		out[0] = append(out[0], seg[1]...)
-		seg = [2][]string{}
-	}
-	for _, line := range l.trace {
-		switch {
-		case strings.HasPrefix(line, "* "):
-			flush()
-			out[0] = append(out[0], line)
-		case strings.Contains(line, "B>A"):
-			seg[1] = append(seg[1], line)
-		default:
-			seg[0] = append(seg[0], line)
-		}
-	}
-	flush()
-	h := sha256.Sum256([]byte(strings.Join(out[0], "\n")))
-	return hex.EncodeToString(h[:8])
-}
+func (l *Lab) Hash() string { return hashLines(CanonicalTrace(l.trace)) }
 
 func (l *Lab) dirOf(p *Pkt) (Dir, bool) {
 	for _, a := range []netip.Addr{l.sides[A].addr, l.sides[A].ll} {
@@ -253,6 +258,7 @@ func (l *Lab) dirOf(p *Pkt) (Dir, bool) {
 // SetISN fixes the ISN used to render side s's sequence numbers (constructor mode).
 func (l *Lab) SetISN(s int, isn uint32, wscale int) {
 	l.isn[s], l.isnSet[s] = isn, true
+	l.wire[s].sndMax, l.wire[s].sndOK = isn+1, true
 	l.wscale[s] = wscale
 }
 
@@ -274,6 +280,7 @@ func (l *Lab) observe(p *Pkt, how string) {
 	if how != "" {
 		line, hashed = how+" "+line, how+" "+hashed
 	}
+	l.wireOracles(p, how, line)
 	l.trace = append(l.trace, hashed)
 	if l.lines == nil {
 		l.lines = map[*Pkt]string{}
@@ -324,6 +331,10 @@ func (l *Lab) Allow(oracles ...string) {
 
 func (l *Lab) violation(kind, format string, args ...any) {
 	msg := fmt.Sprintf("[%s] ", kind) + fmt.Sprintf(format, args...)
+	if l.tripped == nil {
+		l.tripped = map[string]int{}
+	}
+	l.tripped[kind]++
 	if l.allow[kind] {
 		l.Note("expected: %s", msg)
 		return
@@ -372,6 +383,16 @@ func (l *Lab) capture() bool {
 		p := fifo[0]
 		fifo = fifo[1:]
 		got = true
+		if l.storm {
+			continue // the link is cut
+		}
+		if l.burst++; l.burst > stormPackets {
+			// Two sockets that disagree about sequence numbers can ACK each other forever
+			// (each finds the other's segment out of window and answers with a dup ACK).
+			l.storm = true
+			l.violation("storm", "%d packets without a quiet period (ACK war?): the switch now drops everything", l.burst)
+			continue
+		}
 		src, dst := int(p.Dir), 1-int(p.Dir)
 		switch {
 		case l.lock[src] || l.lock[dst]:
@@ -381,6 +402,7 @@ func (l *Lab) capture() bool {
 			l.held = append(l.held, p)
 		default:
 			l.observe(p, "")
+			l.delivered(p)
 			l.write(dst, p.Raw)
 			// The receive path may run in ksoftirqd (asynchronously) under load: wait for a
 			// quiet step before the next packet goes.
@@ -417,6 +439,7 @@ func (l *Lab) pollTuns(d time.Duration) bool {
 
 // Settle processes packets until nothing arrives for the quiet period.
 func (l *Lab) Settle() {
+	l.burst = 0
 	for {
 		l.capture()
 		if !l.pollTuns(l.o.Quiet) {
@@ -424,6 +447,9 @@ func (l *Lab) Settle() {
 		}
 	}
 }
+
+// stormPackets bounds one Settle: the largest cases (E14, 2 MiB each way) stay far below.
+const stormPackets = 20000
 
 // Run keeps the switch running for d (timers fire: retransmissions, probes).
 func (l *Lab) Run(d time.Duration) {
@@ -494,6 +520,7 @@ func (l *Lab) Deliver(ps ...*Pkt) {
 	for _, p := range ps {
 		l.unhold(p)
 		l.Event("deliver #%d", p.N)
+		l.delivered(p)
 		l.write(1-int(p.Dir), p.Raw)
 		l.Settle()
 	}
@@ -510,6 +537,7 @@ func (l *Lab) Drop(ps ...*Pkt) {
 // Duplicate delivers a copy of p (held or already delivered) without releasing it.
 func (l *Lab) Duplicate(p *Pkt) {
 	l.Event("duplicate #%d", p.N)
+	l.delivered(p)
 	l.write(1-int(p.Dir), append([]byte(nil), p.Raw...))
 	l.Settle()
 }
@@ -524,6 +552,7 @@ func (l *Lab) Inject(s int, raw []byte) error {
 	l.n++
 	p.N, p.Time = l.n, time.Now()
 	l.observe(p, "inject")
+	l.delivered(p)
 	_, err := unix.Write(l.sides[s].tun, raw)
 	return err
 }

@@ -144,7 +144,7 @@ func (s *side) setup(o *Options) error {
 	}
 	dst := &net.IPNet{IP: net.IP(pfx.Masked().Addr().AsSlice()), Mask: ipn.Mask}
 	rt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK,
-		QuickACK: 1, RtoMin: int(o.RTO.Milliseconds()), Protocol: unix.RTPROT_KERNEL}
+		QuickACK: b2i(!o.NoQuickack), RtoMin: int(o.RTO.Milliseconds()), Protocol: unix.RTPROT_KERNEL}
 	if s.addr.Is6() {
 		rt.Priority = 256
 		rt.Scope = netlink.SCOPE_UNIVERSE
@@ -171,6 +171,13 @@ func (s *side) setup(o *Options) error {
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func b01(b bool) string {

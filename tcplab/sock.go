@@ -71,11 +71,17 @@ func (l *Lab) socket(s int) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("socket in %s: %w", sideName[s], err)
 	}
-	for _, o := range [][3]int{{unix.SOL_SOCKET, unix.SO_SNDBUF, l.o.Buf}, {unix.SOL_SOCKET, unix.SO_RCVBUF, l.o.Buf},
+	for _, o := range [][3]int{{unix.SOL_SOCKET, unix.SO_SNDBUF, l.o.bufOf(s)}, {unix.SOL_SOCKET, unix.SO_RCVBUF, l.o.bufOf(s)},
 		{unix.SOL_TCP, unix.TCP_NODELAY, 1}, {unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}} {
 		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
 			unix.Close(fd)
 			return -1, fmt.Errorf("setsockopt %v: %w", o, err)
+		}
+	}
+	if m := l.o.SideMSS[s]; m > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_MAXSEG, m); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("setsockopt TCP_MAXSEG %d: %w", m, err)
 		}
 	}
 	return fd, nil
@@ -185,6 +191,9 @@ func (l *Lab) Construct(t Template) (*Sock, *Sock, error) {
 	ws := int(t.Wscale)
 	l.SetISN(A, t.ISNA, ws)
 	l.SetISN(B, t.ISNB, ws)
+	for i := range l.wire {
+		l.wire[i].syn, l.wire[i].ts, l.wire[i].sack, l.wire[i].mss = true, t.Timestamps, t.Sack, int(t.MSS)
+	}
 	var socks [2]*Sock
 	for me, isn := range [2][2]uint32{{t.ISNA, t.ISNB}, {t.ISNB, t.ISNA}} {
 		s, err := l.restoreInto(me, mk(me, isn[0], isn[1]), nil, false, false)
@@ -209,7 +218,7 @@ func (l *Lab) Checkpoint(s *Sock) (*soccr.Snapshot, error) {
 	if err := soccr.Pause(s.fd); err != nil {
 		return nil, err
 	}
-	snap, err := soccr.Save(s.fd)
+	snap, err := l.save(s.fd)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +236,15 @@ func (l *Lab) Save(s *Sock) (*soccr.Snapshot, error) {
 	if err := soccr.Pause(s.fd); err != nil {
 		return nil, err
 	}
-	return soccr.Save(s.fd)
+	return l.save(s.fd)
+}
+
+// save runs the lab's engine on fd (in repair mode).
+func (l *Lab) save(fd int) (*soccr.Snapshot, error) {
+	if l.o.Engine == EngineLibsoccr {
+		return libsoccrSave(fd)
+	}
+	return soccr.Save(fd)
 }
 
 func snapSummary(l *Lab, s *soccr.Snapshot) string {
@@ -281,10 +298,18 @@ func (l *Lab) restoreInto(side int, snap *soccr.Snapshot, into *Sock, check, res
 		s = l.newSock(side, fd)
 	}
 	if snap.SndBuf == 0 {
-		snap.SndBuf, snap.RcvBuf = 2*l.o.Buf, 2*l.o.Buf
+		snap.SndBuf, snap.RcvBuf = 2*l.o.bufOf(side), 2*l.o.bufOf(side)
+	}
+	if into != nil {
+		l.restoring(side)
 	}
 	l.lock[side] = true
-	err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow})
+	if l.o.Engine == EngineLibsoccr {
+		err = l.libsoccrRestore(fd, side, snap)
+	} else {
+		err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow, LibsoccrMSS: l.o.LibsoccrMSS,
+			Log: func(f string, a ...any) { l.Note("soccr: "+f, a...) }})
+	}
 	l.Settle()
 	if err != nil {
 		l.lock[side] = false

@@ -15,9 +15,9 @@ import (
 
 // tcplabFlags holds the flags of the tcplab subcommands (bound with XxxVar, like every command).
 var tcplabFlags struct {
-	filter, pcap      string
-	repeat            int
-	runJSON, listJSON bool
+	filter, pcap, golden, engine    string
+	repeat                          int
+	runJSON, listJSON, goldenUpdate bool
 }
 
 var tcplabCmd = &cobra.Command{
@@ -74,14 +74,22 @@ var tcplabRun = &cobra.Command{
 prints a table: case, result (pass, fail, observed = kernel-dependent outcome recorded), time,
 trace hash and, with --repeat N, whether the result or the trace hash differed between runs.
 --pcap DIR writes one pcap (open it in Wireshark) and one readable trace per case.
+--golden DIR keeps per-kernel-release golden traces (DIR/<uname -r>/index.json and one canonical
+trace per case): the first run on a kernel records them, later runs print the first differing
+packet of each case whose trace changed (exit 1), and a run on a kernel without traces records
+them and prints a review list against the most recent other release.
+--engine libsoccr runs every save/restore through CRIU's C libsoccr (differential testing).
 While running, a progress line is shown on stderr when stderr is a terminal (not with --json).
 The exit status is 1 if a case failed or was flaky.`,
 	Example: `  criukit tcplab run
   criukit tcplab run --filter '^H0[1-4]' --pcap /tmp/tcplab
-  criukit tcplab run --repeat 20 --json > report.json`,
+  criukit tcplab run --repeat 20 --json > report.json
+  criukit tcplab run --golden testdata/golden      # first run records, later runs compare
+  criukit tcplab run --engine libsoccr --filter '^H'`,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		stdout := cmd.OutOrStdout()
 		filter, repeat, pcap, asJSON := tcplabFlags.filter, tcplabFlags.repeat, tcplabFlags.pcap, tcplabFlags.runJSON
+		golden, goldenUpdate, engine := tcplabFlags.golden, tcplabFlags.goldenUpdate, tcplabFlags.engine
 		if os.Geteuid() != 0 {
 			return fmt.Errorf("tcplab needs root (network namespaces, TUN, TCP_REPAIR)")
 		}
@@ -100,7 +108,10 @@ The exit status is 1 if a case failed or was flaky.`,
 		n := 0
 		// The \r progress line is for a person watching: only on a terminal.
 		progress := !asJSON && isTerminal(os.Stderr)
-		rep := tcplab.RunAll(re, repeat, tcplab.RunOptions{PcapDir: pcap}, func(r tcplab.Result) {
+		if engine != tcplab.EngineSoccr && engine != tcplab.EngineLibsoccr {
+			return fmt.Errorf("--engine %q: want soccr or libsoccr", engine)
+		}
+		rep := tcplab.RunAll(re, repeat, tcplab.RunOptions{PcapDir: pcap, Engine: engine}, func(r tcplab.Result) {
 			n++
 			if progress {
 				fmt.Fprintf(os.Stderr, "\r%d runs done (%s %s)          ", n, r.Name, r.Status)
@@ -136,6 +147,16 @@ The exit status is 1 if a case failed or was flaky.`,
 			fmt.Fprint(stdout, tcplab.Summary(rep.Results))
 			fmt.Fprintf(stdout, "%d case runs x %d in %v; %d flaky\n", len(rep.Results), rep.Runs, rep.Total.Round(time.Millisecond), len(rep.Flaky))
 		}
+		if golden != "" {
+			g, err := tcplab.Golden(golden, rep.Results, goldenUpdate)
+			if err != nil {
+				return fmt.Errorf("--golden: %w", err)
+			}
+			fmt.Fprint(cmd.ErrOrStderr(), g.String())
+			if g.Mode == "compare" && len(g.Diffs) > 0 && !goldenUpdate {
+				return fmt.Errorf("%d cases differ from the golden traces of kernel %s (--golden-update re-records them)", len(g.Diffs), g.Release)
+			}
+		}
 		for _, r := range rep.Results {
 			if r.Status == "fail" {
 				return fmt.Errorf("some cases failed")
@@ -153,6 +174,9 @@ func init() {
 	tcplabRun.Flags().IntVar(&tcplabFlags.repeat, "repeat", 1, "run the selection N times and report cases whose result or trace hash differed")
 	tcplabRun.Flags().StringVar(&tcplabFlags.pcap, "pcap", "", "write <case>.pcap and <case>.txt (readable trace) into this directory")
 	tcplabRun.Flags().BoolVar(&tcplabFlags.runJSON, "json", false, "print the report as JSON")
+	tcplabRun.Flags().StringVar(&tcplabFlags.golden, "golden", "", "compare with (or record) the golden traces of this kernel release in DIR/<uname -r>; another release's traces give a review list")
+	tcplabRun.Flags().BoolVar(&tcplabFlags.goldenUpdate, "golden-update", false, "with --golden: re-record the cases that differ")
+	tcplabRun.Flags().StringVar(&tcplabFlags.engine, "engine", tcplab.EngineSoccr, "save/restore with soccr (the Go port) or libsoccr (CRIU's C library, built by scripts/build-libsoccr)")
 	tcplabList.Flags().BoolVar(&tcplabFlags.listJSON, "json", false, "print the cases as JSON")
 	tcplabCmd.AddCommand(tcplabRun, tcplabList)
 	root.AddCommand(tcplabCmd)
