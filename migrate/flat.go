@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"sort"
 
-	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
-	"google.golang.org/protobuf/proto"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+
+	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/criukit/criukit/image"
 )
@@ -349,7 +350,7 @@ func (f *flatImage) finish(dir string) (string, error) {
 		for _, a := range added {
 			n := (a.end - a.start) / ps
 			ents = append(ents, &pagemap.PagemapEntry{Vaddr: proto.Uint64(a.start), CompatNrPages: proto.Uint32(uint32(min(n, 0xffffffff))),
-				InParent: proto.Bool(true), Flags: proto.Uint32(uint32(peParent)), NrPages: proto.Uint64(n)})
+				InParent: proto.Bool(true), Flags: proto.Uint32(uint32(image.PEParent)), NrPages: proto.Uint64(n)})
 		}
 		sort.SliceStable(ents, func(i, j int) bool { return ents[i].GetVaddr() < ents[j].GetVaddr() })
 		if err := writePagemapFile(filepath.Join(f.dir, name), pagesID, ents); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/criukit/criukit/internal/criurun"
 	"github.com/criukit/criukit/internal/nsrun"
+	"github.com/criukit/criukit/internal/pageproto"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -360,7 +361,7 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		return nil
 	}
 	keepDst := func(dst, va uint64) bool {
-		if keep == nil || dst&0xff != psTypePid {
+		if keep == nil || dst&0xff != pageproto.TypePid {
 			return true
 		}
 		return keep(int(dst>>8), va)
