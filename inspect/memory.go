@@ -277,7 +277,7 @@ func (im *Images) HexDump(w io.Writer, pid uint32, compact, checkOnly bool) erro
 		}
 	}
 	if t == nil {
-		return fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", im.C.Path, pid)
+		return errNoPid(im.C.Path, pid)
 	}
 	if !t.HasMemory() {
 		return fmt.Errorf("%s: process %d has no memory pages (task state %s)", im.C.Path, pid, State(t.Core.GetTc().GetTaskState()))

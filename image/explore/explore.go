@@ -61,8 +61,8 @@ func OpenFSPartial(fsys iofs.FS, dir string) *Dir {
 	return &Dir{Path: dir, fsys: fsys, cache: map[string][]proto.Message{}, legacy: map[string]map[uint32]proto.Message{}}
 }
 
-// exists reports whether the image name is in the directory.
-func (d *Dir) exists(name string) bool {
+// Exists reports whether the image name is in the directory.
+func (d *Dir) Exists(name string) bool {
 	if d.fsys != nil {
 		_, err := iofs.Stat(d.fsys, path.Join(d.Path, name))
 		return err == nil
@@ -71,7 +71,8 @@ func (d *Dir) exists(name string) bool {
 	return err == nil
 }
 
-func (d *Dir) load(name string) ([]proto.Message, error) {
+// Load decodes the image name (once: entries are cached) and returns its entries.
+func (d *Dir) Load(name string) ([]proto.Message, error) {
 	if m, ok := d.cache[name]; ok {
 		return m, nil
 	}
@@ -95,7 +96,7 @@ func (d *Dir) load(name string) ([]proto.Message, error) {
 
 func first[T proto.Message](d *Dir, name string) (T, error) {
 	var zero T
-	ms, err := d.load(name)
+	ms, err := d.Load(name)
 	if err != nil {
 		return zero, err
 	}
@@ -110,7 +111,7 @@ func first[T proto.Message](d *Dir, name string) (T, error) {
 }
 
 func (d *Dir) pstree() ([]*pstree.PstreeEntry, error) {
-	ms, err := d.load("pstree.img")
+	ms, err := d.Load("pstree.img")
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +195,7 @@ func (d *Dir) File(id uint32) *fdinfo.FileEntry { return d.file(id) }
 func (d *Dir) file(id uint32) *fdinfo.FileEntry {
 	if d.files == nil {
 		d.files = map[uint32]*fdinfo.FileEntry{}
-		if ms, err := d.load("files.img"); err == nil {
+		if ms, err := d.Load("files.img"); err == nil {
 			for _, m := range ms {
 				if f, ok := m.(*fdinfo.FileEntry); ok {
 					d.files[f.GetId()] = f
@@ -210,7 +211,7 @@ func (d *Dir) legacyFile(img string, id uint32) proto.Message {
 	m, ok := d.legacy[img]
 	if !ok {
 		m = map[uint32]proto.Message{}
-		if ms, err := d.load(img); err == nil {
+		if ms, err := d.Load(img); err == nil {
 			for _, x := range ms {
 				if g, ok := x.(interface{ GetId() uint32 }); ok {
 					m[g.GetId()] = x
@@ -306,7 +307,7 @@ func (d *Dir) zombie(pid uint32) bool {
 
 // loadOptional loads an image that CRIU may not have written (an empty table): missing = no entries.
 func (d *Dir) loadOptional(name string) ([]proto.Message, error) {
-	ms, err := d.load(name)
+	ms, err := d.Load(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -558,7 +559,7 @@ func (d *Dir) Rss() ([]TaskRss, error) {
 			return nil, err
 		}
 		vmas := m.GetVmas()
-		pms, err := d.load(fmt.Sprintf("pagemap-%d.img", p.GetPid()))
+		pms, err := d.Load(fmt.Sprintf("pagemap-%d.img", p.GetPid()))
 		if err != nil {
 			return nil, err
 		}
