@@ -374,19 +374,41 @@ func WriteFds(w io.Writer, tasks []TaskFDs) {
 	}
 }
 
-// VMA status bits (criu/include/image.h).
+// VMA status bits (criu/include/image.h) and mmap flags of a VmaEntry.
 const (
-	vmaRegular     = 1 << 0
-	vmaStack       = 1 << 1
-	vmaVsyscall    = 1 << 2
-	vmaVdso        = 1 << 3
-	vmaFilePrivate = 1 << 6
-	vmaFileShared  = 1 << 7
-	vmaAnonShared  = 1 << 8
-	vmaSysvipc     = 1 << 10
-	vmaSocket      = 1 << 11
-	mapGrowsdown   = 0x0100
+	VMARegular     = 1 << 0
+	VMAStack       = 1 << 1
+	VMAVsyscall    = 1 << 2
+	VMAVdso        = 1 << 3
+	VMAHeap        = 1 << 5
+	VMAFilePrivate = 1 << 6
+	VMAFileShared  = 1 << 7
+	VMAAnonShared  = 1 << 8
+	VMAAnonPrivate = 1 << 9
+	VMASysvipc     = 1 << 10
+	VMASocket      = 1 << 11
+	VMAVvar        = 1 << 12
+	VMAAioring     = 1 << 13
+	VMAMemfd       = 1 << 14
+
+	MapShared    = 0x01
+	MapGrowsdown = 0x0100
 )
+
+// ProtString renders PROT_* bits as rwx, '-' for a missing right.
+func ProtString(p uint32) string {
+	b := []byte("---")
+	if p&1 != 0 {
+		b[0] = 'r'
+	}
+	if p&2 != 0 {
+		b[1] = 'w'
+	}
+	if p&4 != 0 {
+		b[2] = 'x'
+	}
+	return string(b)
+}
 
 // Mapping is one VMA of a task.
 type Mapping struct {
@@ -455,40 +477,30 @@ func (d *Dir) mapping(v *vma.VmaEntry, vids *vmaIDs) Mapping {
 	st := v.GetStatus()
 	var fn string
 	switch {
-	case st&vmaSysvipc != 0:
+	case st&VMASysvipc != 0:
 		fn = fmt.Sprintf("ips[%x]", vids.get(v.GetShmid()))
-	case st&vmaAnonShared != 0:
+	case st&VMAAnonShared != 0:
 		fn = fmt.Sprintf("shmem[%x]", vids.get(v.GetShmid()))
-	case st&vmaSocket != 0:
+	case st&VMASocket != 0:
 		fn = fmt.Sprintf("packet[%x]", vids.get(v.GetShmid()))
-	case st&(vmaFilePrivate|vmaFileShared) != 0:
+	case st&(VMAFilePrivate|VMAFileShared) != 0:
 		fn = d.FileString("REG", uint32(v.GetShmid()))
 		if v.GetPgoff() != 0 {
 			fn += fmt.Sprintf(" + %#x", v.GetPgoff())
 		}
-		if st&vmaFileShared != 0 {
+		if st&VMAFileShared != 0 {
 			fn += " (s)"
 		}
-	case st&vmaStack != 0:
+	case st&VMAStack != 0:
 		fn = "[stack]"
-	case st&vmaVsyscall != 0:
+	case st&VMAVsyscall != 0:
 		fn = "[vsyscall]"
-	case st&vmaVdso != 0:
+	case st&VMAVdso != 0:
 		fn = "[vdso]"
-	case v.GetFlags()&mapGrowsdown != 0:
+	case v.GetFlags()&MapGrowsdown != 0:
 		fn = "[stack?]"
 	}
-	prot := []byte("---")
-	if v.GetProt()&1 != 0 {
-		prot[0] = 'r'
-	}
-	if v.GetProt()&2 != 0 {
-		prot[1] = 'w'
-	}
-	if v.GetProt()&4 != 0 {
-		prot[2] = 'x'
-	}
-	return Mapping{Start: v.GetStart(), End: v.GetEnd(), Prot: string(prot), What: fn, Status: st, Unusual: st&vmaRegular == 0}
+	return Mapping{Start: v.GetStart(), End: v.GetEnd(), Prot: ProtString(v.GetProt()), What: fn, Status: st, Unusual: st&VMARegular == 0}
 }
 
 // WriteMems prints like `crit x DIR mems`.
@@ -582,7 +594,7 @@ func (d *Dir) Rss() ([]TaskRss, error) {
 					r.VMAs = append(r.VMAs, RssVMA{Start: v.GetStart(), Pages: (v.GetEnd() - v.GetStart()) >> 12, Same: true})
 				} else {
 					rv := RssVMA{Start: v.GetStart(), Pages: (v.GetEnd() - v.GetStart()) >> 12}
-					if v.GetStatus()&(vmaFilePrivate|vmaFileShared) != 0 {
+					if v.GetStatus()&(VMAFilePrivate|VMAFileShared) != 0 {
 						rv.File = d.FileString("REG", uint32(v.GetShmid()))
 					}
 					r.VMAs = append(r.VMAs, rv)
