@@ -193,34 +193,8 @@ func (w *chainWriter) finishCur() error {
 	if err := p.pages.Close(); err != nil {
 		return err
 	}
-	desc, err := image.Classify(p.name)
-	if err != nil {
-		return err
-	}
 	tmp := filepath.Join(w.dir, "."+p.name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriter(f)
-	iw, err := image.NewWriter(bw, p.name, desc, image.DefaultHead(desc))
-	if err == nil {
-		err = iw.Write(&pagemap.PagemapHead{PagesId: proto.Uint32(p.pagesID)}, nil)
-	}
-	for _, e := range p.ents {
-		if err != nil {
-			break
-		}
-		err = iw.Write(e, nil)
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := writePagemap(tmp, p.name, p.pagesID, p.ents); err != nil {
 		return fmt.Errorf("write %s: %w", p.name, err)
 	}
 	w.done = append(w.done, tmp)

@@ -373,17 +373,30 @@ func (f *flatImage) finish(dir string) (string, error) {
 
 // writePagemapFile writes a pagemap image (temp + rename).
 func writePagemapFile(path string, pagesID uint32, ents []*pagemap.PagemapEntry) error {
-	desc, err := image.Classify(filepath.Base(path))
+	tmp := path + ".tmp"
+	if err := writePagemap(tmp, filepath.Base(path), pagesID, ents); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// writePagemap writes the pagemap image name (head pagesID, then ents) into the file path,
+// removed again on failure.
+func writePagemap(path, name string, pagesID uint32, ents []*pagemap.PagemapEntry) error {
+	desc, err := image.Classify(name)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	bw := bufio.NewWriter(f)
-	iw, err := image.NewWriter(bw, filepath.Base(path), desc, image.DefaultHead(desc))
+	iw, err := image.NewWriter(bw, name, desc, image.DefaultHead(desc))
 	if err == nil {
 		err = iw.Write(&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}, nil)
 	}
@@ -399,11 +412,8 @@ func writePagemapFile(path string, pagesID uint32, ents []*pagemap.PagemapEntry)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(path)
 	}
 	return err
 }
