@@ -426,7 +426,6 @@ func walk(ps []*Process, f func(*Process)) {
 }
 
 func (im *Images) tree(tasks []*Task, o Options, r *Report) []*Process {
-	by := map[uint32]*Process{}
 	var order []*Process
 	for _, t := range tasks {
 		e := t.Entry
@@ -454,18 +453,10 @@ func (im *Images) tree(tasks []*Task, o Options, r *Report) []*Process {
 				}
 			}
 		}
-		by[p.Pid] = p
 		order = append(order, p)
 	}
-	var roots []*Process
-	for _, p := range order {
-		if pp, ok := by[p.Ppid]; ok && p.Ppid != 0 && pp != p {
-			pp.Children = append(pp.Children, p)
-		} else {
-			roots = append(roots, p)
-		}
-	}
-	return roots
+	return explore.Forest(order, func(p *Process) (uint32, uint32) { return p.Pid, p.Ppid },
+		func(parent, child *Process) { parent.Children = append(parent.Children, child) })
 }
 
 // maxArgs bounds what is read for argv/env (the kernel's ARG_MAX-like sizes; hostile mm images

@@ -142,7 +142,6 @@ func (d *Dir) Ps() ([]*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	byPid := map[uint32]*Proc{}
 	var order []*Proc
 	for _, p := range pst {
 		pr := &Proc{Pid: p.GetPid(), Ppid: p.GetPpid(), Pgid: p.GetPgid(), Sid: p.GetSid(), Threads: p.GetThreads()}
@@ -159,18 +158,31 @@ func (d *Dir) Ps() ([]*Proc, error) {
 		case 3:
 			pr.State = "Stopped"
 		}
-		byPid[pr.Pid] = pr
 		order = append(order, pr)
 	}
-	var roots []*Proc
-	for _, p := range order {
-		if pp, ok := byPid[p.Ppid]; ok && p.Ppid != 0 && pp != p {
-			pp.Children = append(pp.Children, p)
+	return Forest(order, func(p *Proc) (uint32, uint32) { return p.Pid, p.Ppid },
+		func(parent, child *Proc) { parent.Children = append(parent.Children, child) }), nil
+}
+
+// Forest links the nodes of a process tree (in pstree order) to their parents and returns the
+// roots: nodes whose parent pid is 0, not among nodes, or their own. ids gives a node's pid and
+// parent pid; adopt appends child to parent's children.
+func Forest[T comparable](nodes []T, ids func(T) (pid, ppid uint32), adopt func(parent, child T)) []T {
+	by := make(map[uint32]T, len(nodes))
+	for _, n := range nodes {
+		pid, _ := ids(n)
+		by[pid] = n
+	}
+	var roots []T
+	for _, n := range nodes {
+		_, ppid := ids(n)
+		if pp, ok := by[ppid]; ok && ppid != 0 && pp != n {
+			adopt(pp, n)
 		} else {
-			roots = append(roots, p)
+			roots = append(roots, n)
 		}
 	}
-	return roots, nil
+	return roots
 }
 
 // WritePs prints the tree like `crit x DIR ps`.
