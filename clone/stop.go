@@ -7,9 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/criukit/criukit/internal/procfs"
 )
 
 // StateFile is written into Options.Out when the copies run: what StopDir needs to stop them.
@@ -24,32 +25,12 @@ type copyState struct {
 	Netns     string `json:"netns"` // name under /run/netns
 }
 
-// startTime returns field 22 of /proc/PID/stat (clock ticks since boot), 0 if pid is gone.
-func startTime(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0
-	}
-	var v uint64
-	fmt.Sscan(f[19], &v)
-	return v
-}
-
 // saveState records the running copies in out/StateFile.
 func saveState(out string, copies []*Copy) error {
 	var st []copyState
 	for _, c := range copies {
-		st = append(st, copyState{Index: c.Index, CriuPid: c.CriuPid, CriuStart: startTime(c.CriuPid),
-			InitPid: c.InitPid, InitStart: startTime(c.InitPid), Netns: c.netnsNam})
+		st = append(st, copyState{Index: c.Index, CriuPid: c.CriuPid, CriuStart: procfs.StartTime(c.CriuPid),
+			InitPid: c.InitPid, InitStart: procfs.StartTime(c.InitPid), Netns: c.netnsNam})
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -85,13 +66,13 @@ func StopDir(out string) ([]string, error) {
 			pid   int
 			start uint64
 		}{{c.CriuPid, c.CriuStart}, {c.InitPid, c.InitStart}} {
-			if pr.pid > 0 && pr.start != 0 && startTime(pr.pid) == pr.start {
+			if pr.pid > 0 && pr.start != 0 && procfs.StartTime(pr.pid) == pr.start {
 				syscall.Kill(pr.pid, syscall.SIGKILL)
 				what = fmt.Sprintf("killed criu pid %d", c.CriuPid)
 			}
 		}
 		for dl := time.Now().Add(10 * time.Second); time.Now().Before(dl); time.Sleep(20 * time.Millisecond) {
-			if (c.CriuPid <= 0 || startTime(c.CriuPid) != c.CriuStart) && (c.InitPid <= 0 || startTime(c.InitPid) != c.InitStart) {
+			if (c.CriuPid <= 0 || procfs.StartTime(c.CriuPid) != c.CriuStart) && (c.InitPid <= 0 || procfs.StartTime(c.InitPid) != c.InitStart) {
 				break
 			}
 		}

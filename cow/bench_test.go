@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/criukit/criukit/internal/pageproto"
 )
 
 // BenchmarkPageServerEngine measures the dedup engine on a synthetic page-server session: a root
@@ -17,19 +19,19 @@ func BenchmarkPageServerEngine(b *testing.B) {
 	}
 	var s []byte
 	for p := uint64(0); p < 5; p++ {
-		dst := (100+p)<<8 | psTypePid
-		s = append(s, psMsg(psIovOpen2, 0, 0, dst)...)
+		dst := (100+p)<<8 | pageproto.TypePid
+		s = append(s, psMsg(pageproto.IovOpen2, 0, 0, dst)...)
 		if p == 1 { // moved: second half first, at a lower address
-			s = append(s, psMsg(psIovAddF|6<<16, n/2, 0x100000, dst)...)
+			s = append(s, psMsg(pageproto.IovAddF|6<<16, n/2, 0x100000, dst)...)
 			s = append(s, pages[n/2*4096:]...)
-			s = append(s, psMsg(psIovAddF|6<<16, n/2, 0x10000000, dst)...)
+			s = append(s, psMsg(pageproto.IovAddF|6<<16, n/2, 0x10000000, dst)...)
 			s = append(s, pages[:n/2*4096]...)
 			continue
 		}
-		s = append(s, psMsg(psIovAddF|6<<16, n, 0x10000000, dst)...)
+		s = append(s, psMsg(pageproto.IovAddF|6<<16, n, 0x10000000, dst)...)
 		s = append(s, pages...)
 	}
-	s = append(s, psMsg(psIovClose, 0, 0, 0)...)
+	s = append(s, psMsg(pageproto.IovClose, 0, 0, 0)...)
 	b.SetBytes(int64(len(s)))
 	for b.Loop() {
 		dir := b.TempDir()

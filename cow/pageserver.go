@@ -14,28 +14,13 @@ import (
 
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/internal/criurun"
+	"github.com/criukit/criukit/internal/pageproto"
 	"github.com/criukit/criukit/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
-// CRIU page-server protocol (criu/page-xfer.c): a 32-byte header {u32 cmd; u64 nr_pages; u64 vaddr;
-// u64 dst_id} in host byte order and natural alignment, page data after PS_IOV_ADD_F with PE_PRESENT.
-const (
-	psIovAdd        = 1
-	psIovHole       = 2
-	psIovOpen       = 3
-	psIovOpen2      = 4
-	psIovParent     = 5
-	psIovAddF       = 6
-	psIovGet        = 7
-	psIovClose      = 0x1023
-	psIovForceClose = 0x1024
-	psTypePid       = 1
-	psTypeShmem     = 2
-	psHeaderSize    = 32
-)
-
-// ErrProtocol is a page-server protocol violation (or a feature this server does not implement).
+// ErrProtocol is a page-server protocol violation (or a feature this server does not implement);
+// the wire format is internal/pageproto.
 var ErrProtocol = errors.New("page-server protocol error")
 
 // PageServer is a CRIU page server that stores each page once as it arrives: a page equal to one
@@ -73,13 +58,6 @@ func (s *PageServer) Finish() (*Result, error) {
 
 // Abort releases the server after a failed session.
 func (s *PageServer) Abort() { s.d.close() }
-
-type psHeader struct {
-	cmd              uint32
-	nrPages, vaddr   uint64
-	dstID            uint64
-	rawCmd, rawFlags uint32
-}
 
 // shmemWriter stores a shared memory pagemap as is.
 type shmemWriter struct {
@@ -147,14 +125,14 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 			if err := finishCur(); err != nil {
 				return err
 			}
-			typ, id := ev.h.dstID&0xff, ev.h.dstID>>8
+			typ, id := ev.h.Type(), ev.h.ID()
 			switch typ {
-			case psTypePid:
+			case pageproto.TypePid:
 				curPid = int(id)
 				if cur, err = s.d.begin(curPid, s.ppids[curPid], nextID, like, true); err != nil {
 					return err
 				}
-			case psTypeShmem:
+			case pageproto.TypeShmem:
 				f, err := os.OpenFile(filepath.Join(s.dir, pagesName(nextID)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 				if err != nil {
 					return err
@@ -163,7 +141,7 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 			}
 			nextID++
 		case evEntry: // a pagemap entry without data here (a hole), or a shmem entry
-			e := newEntry(ev.h.vaddr, ev.h.nrPages, ev.flags, true)
+			e := newEntry(ev.h.Vaddr, ev.h.Nr, ev.flags, true)
 			if cur != nil {
 				cur.other(e)
 			} else {

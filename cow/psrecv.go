@@ -1,7 +1,6 @@
 package cow
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/pageproto"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +27,7 @@ const (
 
 type psEvent struct {
 	kind  psEvKind
-	h     psHeader
+	h     pageproto.Header
 	va    uint64
 	flags uint32
 	first bool
@@ -275,7 +275,7 @@ func (r *receiver) snapshot() {
 }
 
 func (r *receiver) loop() error {
-	var hdr [psHeaderSize]byte
+	var hdr [pageproto.HeaderSize]byte
 	ps := int(pageSize())
 	open := false
 	isShmem := false
@@ -286,53 +286,45 @@ func (r *receiver) loop() error {
 			}
 			return err
 		}
-		o := binary.NativeEndian
-		h := psHeader{rawCmd: o.Uint32(hdr[0:]), nrPages: o.Uint64(hdr[8:]), vaddr: o.Uint64(hdr[16:]), dstID: o.Uint64(hdr[24:])}
-		h.cmd, h.rawFlags = h.rawCmd&0xffff, h.rawCmd>>16
-		switch h.cmd {
-		case psIovOpen, psIovOpen2:
-			typ := h.dstID & 0xff
+		h := pageproto.Parse(hdr[:])
+		switch h.Cmd {
+		case pageproto.IovOpen, pageproto.IovOpen2:
+			typ := h.Type()
 			switch typ {
-			case psTypePid:
+			case pageproto.TypePid:
 				r.snapshot()
 				r.procIdx++
-				r.cur, r.ccur = r.frames[int(h.dstID>>8)], 0
+				r.cur, r.ccur = r.frames[int(h.ID())], 0
 				isShmem = false
-			case psTypeShmem:
+			case pageproto.TypeShmem:
 				r.cur, r.ccur = nil, 0
 				isShmem = true
 			default:
-				return fmt.Errorf("%w: unknown pagemap type %d (dst_id %#x)", ErrProtocol, typ, h.dstID)
+				return fmt.Errorf("%w: unknown pagemap type %d (dst_id %#x)", ErrProtocol, typ, h.DstID)
 			}
 			open = true
 			if err := r.emit(psEvent{kind: evOpen, h: h}); err != nil {
 				return err
 			}
-			if h.cmd == psIovOpen2 {
+			if h.Cmd == pageproto.IovOpen2 {
 				if err := r.reply([]byte{0}); err != nil { // no parent images
 					return err
 				}
 			}
-		case psIovParent:
+		case pageproto.IovParent:
 			if err := r.reply(make([]byte, 4)); err != nil { // int32 0: no parent
 				return err
 			}
-		case psIovAdd, psIovAddF, psIovHole:
-			flags := h.rawFlags
-			switch h.cmd {
-			case psIovAdd:
-				flags = image.PEPresent
-			case psIovHole:
-				flags = image.PEParent
-			}
+		case pageproto.IovAdd, pageproto.IovAddF, pageproto.IovHole:
+			flags := h.EffFlags()
 			if flags&image.PEParent != 0 {
 				return fmt.Errorf("%w: PE_PARENT pages (incremental dump) are not supported by the dedup page server", ErrIncremental)
 			}
 			if !open {
 				return fmt.Errorf("%w: pages before PS_IOV_OPEN2", ErrProtocol)
 			}
-			if h.nrPages > 1<<40 {
-				return fmt.Errorf("%w: %d pages in one iov", ErrProtocol, h.nrPages)
+			if h.Nr > 1<<40 {
+				return fmt.Errorf("%w: %d pages in one iov", ErrProtocol, h.Nr)
 			}
 			if flags&image.PEPresent == 0 {
 				if err := r.emit(psEvent{kind: evEntry, h: h, flags: flags}); err != nil {
@@ -348,7 +340,7 @@ func (r *receiver) loop() error {
 			if err := r.pages(h, flags, ps, isShmem); err != nil {
 				return err
 			}
-		case psIovClose, psIovForceClose:
+		case pageproto.IovClose, pageproto.IovForceClose:
 			if err := r.emit(psEvent{kind: evClose}); err != nil {
 				return err
 			}
@@ -371,20 +363,20 @@ func (r *receiver) loop() error {
 			for r.readFull(b[:]) == nil { // until criu closes its side
 			}
 			return nil
-		case psIovGet:
+		case pageproto.IovGet:
 			return fmt.Errorf("%w: PS_IOV_GET (lazy pages) is not supported", ErrProtocol)
 		default:
-			return fmt.Errorf("%w: unknown command %#x", ErrProtocol, h.rawCmd)
+			return fmt.Errorf("%w: unknown command %#x", ErrProtocol, h.RawCmd())
 		}
 	}
 }
 
 // pages receives the data of one iov: runs of pages whose frame came before are discarded,
 // the others are read into the chunk.
-func (r *receiver) pages(h psHeader, flags uint32, ps int, shmem bool) error {
-	n := int(h.nrPages)
+func (r *receiver) pages(h pageproto.Header, flags uint32, ps int, shmem bool) error {
+	n := int(h.Nr)
 	for j := 0; j < n; {
-		va := h.vaddr + uint64(j*ps)
+		va := h.Vaddr + uint64(j*ps)
 		if !shmem && r.seen != nil {
 			// a run of pages already received from an earlier process
 			k := 0

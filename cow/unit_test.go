@@ -2,7 +2,6 @@ package cow
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/pageproto"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -61,12 +61,7 @@ func TestCheckRestoreArgs(t *testing.T) {
 
 // psMsg builds one page-server header.
 func psMsg(cmd uint32, nr, va, dst uint64) []byte {
-	b := make([]byte, psHeaderSize)
-	binary.NativeEndian.PutUint32(b[0:], cmd)
-	binary.NativeEndian.PutUint64(b[8:], nr)
-	binary.NativeEndian.PutUint64(b[16:], va)
-	binary.NativeEndian.PutUint64(b[24:], dst)
-	return b
+	return pageproto.Header{Cmd: cmd & 0xffff, Flags: cmd >> 16, Nr: nr, Vaddr: va, DstID: dst}.Bytes()
 }
 
 type rw struct {
@@ -82,16 +77,16 @@ func (x *rw) Write(p []byte) (int, error) { return x.w.Write(p) }
 func pageStream() []byte {
 	page := func(v byte) []byte { return bytes.Repeat([]byte{v}, 4096) }
 	var s []byte
-	s = append(s, psMsg(psIovOpen2, 0, 0, 10<<8|psTypePid)...)
-	s = append(s, psMsg(psIovAddF|6<<16, 2, 0x10000, 10<<8|psTypePid)...)
+	s = append(s, psMsg(pageproto.IovOpen2, 0, 0, 10<<8|pageproto.TypePid)...)
+	s = append(s, psMsg(pageproto.IovAddF|6<<16, 2, 0x10000, 10<<8|pageproto.TypePid)...)
 	s = append(s, page(1)...)
 	s = append(s, page(2)...)
-	s = append(s, psMsg(psIovOpen2, 0, 0, 11<<8|psTypePid)...)
-	s = append(s, psMsg(psIovAddF|4<<16, 3, 0x8000, 11<<8|psTypePid)...)
+	s = append(s, psMsg(pageproto.IovOpen2, 0, 0, 11<<8|pageproto.TypePid)...)
+	s = append(s, psMsg(pageproto.IovAddF|4<<16, 3, 0x8000, 11<<8|pageproto.TypePid)...)
 	s = append(s, page(2)...)
 	s = append(s, page(7)...)
 	s = append(s, page(1)...)
-	s = append(s, psMsg(psIovClose, 0, 0, 0)...)
+	s = append(s, psMsg(pageproto.IovClose, 0, 0, 0)...)
 	return s
 }
 
@@ -126,8 +121,8 @@ func FuzzImagesDirArg(f *testing.F) {
 
 func FuzzPageServer(f *testing.F) {
 	f.Add(pageStream())
-	f.Add(psMsg(psIovClose, 0, 0, 0))
-	f.Add(psMsg(psIovOpen2, 0, 0, 3<<8|psTypeShmem))
+	f.Add(psMsg(pageproto.IovClose, 0, 0, 0))
+	f.Add(psMsg(pageproto.IovOpen2, 0, 0, 3<<8|pageproto.TypeShmem))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		dir := t.TempDir()
 		s := &PageServer{dir: dir, d: newDeduper(dir, Options{})}

@@ -369,39 +369,15 @@ func Compare(ca, cb *ckpt.Checkpoint, o DiffOptions) (*Diff, error) {
 
 	// mounts
 	mk := func(m Mount) string { return m.Destination + "\x00" + m.Type + "\x00" + m.Source }
-	ma, mb := map[string]bool{}, map[string]bool{}
-	for _, m := range a.r.Mounts {
-		ma[mk(m)] = true
-	}
-	for _, m := range b.r.Mounts {
-		mb[mk(m)] = true
-		if !ma[mk(m)] {
-			d.MountChanges.Added = append(d.MountChanges.Added, m)
-		}
-	}
-	for _, m := range a.r.Mounts {
-		if !mb[mk(m)] {
-			d.MountChanges.Removed = append(d.MountChanges.Removed, m)
-		}
-	}
+	added, removed := setDiff(a.r.Mounts, b.r.Mounts, mk)
+	d.MountChanges.Added = append(d.MountChanges.Added, added...)
+	d.MountChanges.Removed = append(d.MountChanges.Removed, removed...)
 	ck := func(m MountPoint) string {
 		return m.Mountpoint + "\x00" + m.FsType + "\x00" + m.Source + "\x00" + m.Root
 	}
-	ca2, cb2 := map[string]bool{}, map[string]bool{}
-	for _, m := range a.r.MountPoints {
-		ca2[ck(m)] = true
-	}
-	for _, m := range b.r.MountPoints {
-		cb2[ck(m)] = true
-		if !ca2[ck(m)] {
-			d.MountChanges.CRIUAdded = append(d.MountChanges.CRIUAdded, m)
-		}
-	}
-	for _, m := range a.r.MountPoints {
-		if !cb2[ck(m)] {
-			d.MountChanges.CRIURemoved = append(d.MountChanges.CRIURemoved, m)
-		}
-	}
+	cadded, cremoved := setDiff(a.r.MountPoints, b.r.MountPoints, ck)
+	d.MountChanges.CRIUAdded = append(d.MountChanges.CRIUAdded, cadded...)
+	d.MountChanges.CRIURemoved = append(d.MountChanges.CRIURemoved, cremoved...)
 
 	// memory
 	ch := b.r.Sizes.Pages - a.r.Sizes.Pages
@@ -684,4 +660,25 @@ func sortedStrings[V any](m map[string]V) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// setDiff returns the elements of b whose key is in no element of a (added) and those of a whose
+// key is in no element of b (removed), each in its slice's order.
+func setDiff[T any](a, b []T, key func(T) string) (added, removed []T) {
+	ka, kb := map[string]bool{}, map[string]bool{}
+	for _, x := range a {
+		ka[key(x)] = true
+	}
+	for _, x := range b {
+		kb[key(x)] = true
+		if !ka[key(x)] {
+			added = append(added, x)
+		}
+	}
+	for _, x := range a {
+		if !kb[key(x)] {
+			removed = append(removed, x)
+		}
+	}
+	return added, removed
 }

@@ -9,24 +9,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"github.com/criukit/criukit/image"
-)
-
-// VMA status bits (criu/include/image.h).
-const (
-	vmaStack       = 1 << 1
-	vmaVsyscall    = 1 << 2
-	vmaVdso        = 1 << 3
-	vmaHeap        = 1 << 5
-	vmaFilePrivate = 1 << 6
-	vmaFileShared  = 1 << 7
-	vmaAnonShared  = 1 << 8
-	vmaAnonPrivate = 1 << 9
-	vmaSysvipc     = 1 << 10
-	vmaSocket      = 1 << 11
-	vmaVvar        = 1 << 12
-	vmaAioring     = 1 << 13
-	vmaMemfd       = 1 << 14
-	mapShared      = 0x01
+	"github.com/criukit/criukit/image/explore"
 )
 
 // VMA is one mapping of a task with how its pages were dumped.
@@ -71,52 +54,38 @@ type ProcMemSize struct {
 	PagesID      uint32 `json:"pages_id"`
 }
 
-func protString(p uint32) string {
-	b := []byte("---")
-	if p&1 != 0 {
-		b[0] = 'r'
-	}
-	if p&2 != 0 {
-		b[1] = 'w'
-	}
-	if p&4 != 0 {
-		b[2] = 'x'
-	}
-	return string(b)
-}
-
 func (im *Images) vma(v *vma.VmaEntry) VMA {
 	st := v.GetStatus()
-	out := VMA{Start: v.GetStart(), End: v.GetEnd(), Prot: protString(v.GetProt()), Shared: v.GetFlags()&mapShared != 0}
+	out := VMA{Start: v.GetStart(), End: v.GetEnd(), Prot: explore.ProtString(v.GetProt()), Shared: v.GetFlags()&explore.MapShared != 0}
 	if v.GetEnd() > v.GetStart() {
 		out.Pages = (v.GetEnd() - v.GetStart()) / uint64(image.PageSize)
 	}
 	switch {
-	case st&vmaHeap != 0:
+	case st&explore.VMAHeap != 0:
 		out.Kind = "heap"
-	case st&vmaStack != 0:
+	case st&explore.VMAStack != 0:
 		out.Kind, out.Path = "stack", "[stack]"
-	case st&vmaVdso != 0:
+	case st&explore.VMAVdso != 0:
 		out.Kind, out.Path = "vdso", "[vdso]"
-	case st&vmaVvar != 0:
+	case st&explore.VMAVvar != 0:
 		out.Kind, out.Path = "vvar", "[vvar]"
-	case st&vmaVsyscall != 0:
+	case st&explore.VMAVsyscall != 0:
 		out.Kind, out.Path = "vsyscall", "[vsyscall]"
-	case st&vmaSysvipc != 0:
+	case st&explore.VMASysvipc != 0:
 		out.Kind, out.Path = "sysvipc", fmt.Sprintf("SYSV shm %d", v.GetShmid())
-	case st&vmaSocket != 0:
+	case st&explore.VMASocket != 0:
 		out.Kind = "socket"
-	case st&vmaAioring != 0:
+	case st&explore.VMAAioring != 0:
 		out.Kind = "aio"
-	case st&vmaMemfd != 0:
+	case st&explore.VMAMemfd != 0:
 		out.Kind, out.Path = "memfd", im.X.FileString("MEMFD", uint32(v.GetShmid()))
-	case st&(vmaFilePrivate|vmaFileShared) != 0:
+	case st&(explore.VMAFilePrivate|explore.VMAFileShared) != 0:
 		out.Kind, out.Path, out.Pgoff = "file", im.X.FileString("REG", uint32(v.GetShmid())), v.GetPgoff()
-	case st&vmaAnonShared != 0:
+	case st&explore.VMAAnonShared != 0:
 		out.Kind, out.Path = "shmem", fmt.Sprintf("shmem %#x", v.GetShmid())
 	default:
 		out.Kind = "anon"
-		if v.GetFlags()&0x0100 != 0 { // MAP_GROWSDOWN
+		if v.GetFlags()&explore.MapGrowsdown != 0 {
 			out.Kind = "stack"
 		}
 	}
@@ -198,7 +167,7 @@ func (im *Images) memSize(t *Task) (ProcMemSize, error) {
 	for _, v := range t.MM.GetVmas() {
 		if v.GetEnd() > v.GetStart() {
 			s.VirtualBytes += int64(v.GetEnd() - v.GetStart())
-			if v.GetFlags()&mapShared != 0 {
+			if v.GetFlags()&explore.MapShared != 0 {
 				s.SharedBytes += int64(v.GetEnd() - v.GetStart())
 			}
 		}
@@ -277,7 +246,7 @@ func (im *Images) HexDump(w io.Writer, pid uint32, compact, checkOnly bool) erro
 		}
 	}
 	if t == nil {
-		return fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", im.C.Path, pid)
+		return errNoPid(im.C.Path, pid)
 	}
 	if !t.HasMemory() {
 		return fmt.Errorf("%s: process %d has no memory pages (task state %s)", im.C.Path, pid, State(t.Core.GetTc().GetTaskState()))

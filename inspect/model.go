@@ -13,7 +13,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
-	sk_packet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-packet"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 	"github.com/criukit/criukit/ckpt"
@@ -176,11 +175,10 @@ type Report struct {
 
 // Images is a checkpoint's CRIU images, read once and cached.
 type Images struct {
-	C    *ckpt.Checkpoint
-	FS   fs.FS
-	Dir  string
-	X    *explore.Dir
-	imgs map[string][]proto.Message
+	C   *ckpt.Checkpoint
+	FS  fs.FS
+	Dir string
+	X   *explore.Dir
 }
 
 // NewImages reads the images of an opened checkpoint.
@@ -189,27 +187,17 @@ func NewImages(c *ckpt.Checkpoint) (*Images, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Path, err)
 	}
-	return &Images{C: c, FS: c.FS(), Dir: c.ImagesPath(), X: x, imgs: map[string][]proto.Message{}}, nil
+	return &Images{C: c, FS: c.FS(), Dir: c.ImagesPath(), X: x}, nil
 }
 
-func (im *Images) has(name string) bool {
-	_, err := fs.Stat(im.FS, path.Join(im.Dir, name))
-	return err == nil
-}
+func (im *Images) has(name string) bool { return im.X.Exists(name) }
 
+// load returns the entries of image name (decoded once, by explore).
 func (im *Images) load(name string) ([]proto.Message, error) {
-	if m, ok := im.imgs[name]; ok {
-		return m, nil
-	}
-	img, err := image.ReadFileFS(im.FS, path.Join(im.Dir, name))
+	ms, err := im.X.Load(name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", im.C.Path, err)
 	}
-	ms := make([]proto.Message, len(img.Entries))
-	for i, e := range img.Entries {
-		ms[i] = e.Msg
-	}
-	im.imgs[name] = ms
 	return ms, nil
 }
 
@@ -353,7 +341,7 @@ func Collect(c *ckpt.Checkpoint, o Options) (*Report, error) {
 		if o.Pid != 0 {
 			p := find(roots, o.Pid)
 			if p == nil {
-				return nil, fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", c.Path, o.Pid)
+				return nil, errNoPid(c.Path, o.Pid)
 			}
 			roots = []*Process{p}
 		}
@@ -438,7 +426,6 @@ func walk(ps []*Process, f func(*Process)) {
 }
 
 func (im *Images) tree(tasks []*Task, o Options, r *Report) []*Process {
-	by := map[uint32]*Process{}
 	var order []*Process
 	for _, t := range tasks {
 		e := t.Entry
@@ -466,18 +453,10 @@ func (im *Images) tree(tasks []*Task, o Options, r *Report) []*Process {
 				}
 			}
 		}
-		by[p.Pid] = p
 		order = append(order, p)
 	}
-	var roots []*Process
-	for _, p := range order {
-		if pp, ok := by[p.Ppid]; ok && p.Ppid != 0 && pp != p {
-			pp.Children = append(pp.Children, p)
-		} else {
-			roots = append(roots, p)
-		}
-	}
-	return roots
+	return explore.Forest(order, func(p *Process) (uint32, uint32) { return p.Pid, p.Ppid },
+		func(parent, child *Process) { parent.Children = append(parent.Children, child) })
 }
 
 // maxArgs bounds what is read for argv/env (the kernel's ARG_MAX-like sizes; hostile mm images
@@ -596,18 +575,9 @@ func HumanBytes(n int64) string {
 }
 
 func (im *Images) sockets(tasks []*Task, sel func(uint32) bool) ([]TaskSockets, error) {
-	qPk, qBy := map[uint32]int{}, map[uint32]uint64{}
-	if im.has("sk-queues.img") {
-		ms, err := im.load("sk-queues.img")
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range ms {
-			if p, ok := m.(*sk_packet.SkPacketEntry); ok {
-				qPk[p.GetIdFor()]++
-				qBy[p.GetIdFor()] += uint64(p.GetLength())
-			}
-		}
+	qPk, qBy, err := im.X.SkQueues()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", im.C.Path, err)
 	}
 	var out []TaskSockets
 	for _, t := range tasks {

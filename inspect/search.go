@@ -6,17 +6,17 @@ import (
 
 	"errors"
 	"fmt"
-	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
-	"github.com/criukit/criukit/ckpt"
-	"github.com/criukit/criukit/image/explore"
-	"google.golang.org/protobuf/proto"
 	"io"
 	"regexp"
 	"sort"
 	"strings"
 	"time"
+
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/criukit/criukit/ckpt"
+	"github.com/criukit/criukit/image/explore"
 
 	"github.com/criukit/criukit/image"
 )
@@ -301,10 +301,8 @@ func (im *Images) Search(o SearchOptions, fn func(Hit) error) (SearchStats, erro
 			return sr.st, err
 		}
 	}
-	for _, p := range o.Pids {
-		if !found[p] {
-			return sr.st, fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", im.C.Path, p)
-		}
+	if err := missingPid(im.C.Path, o.Pids, found); err != nil {
+		return sr.st, err
 	}
 	sr.st.Elapsed = time.Since(start)
 	return sr.st, nil
@@ -561,10 +559,8 @@ func SearchPath(p string, o SearchOptions, fn func(Hit) error) (SearchStats, err
 			return sr.st, err
 		}
 	}
-	for _, pid := range o.Pids {
-		if !found[pid] {
-			return sr.st, fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", p, pid)
-		}
+	if err := missingPid(p, o.Pids, found); err != nil {
+		return sr.st, err
 	}
 	// Held hits of stale tasks are dropped: count only what was delivered.
 	for pid, hs := range held {
@@ -588,7 +584,7 @@ func taskOfPages(sofar fs.FS, name string) (uint32, *Task, *Images, error) {
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	im := &Images{FS: sofar, Dir: ".", X: explore.OpenFSPartial(sofar, "."), imgs: map[string][]proto.Message{}, C: &ckpt.Checkpoint{Path: name}}
+	im := &Images{FS: sofar, Dir: ".", X: explore.OpenFSPartial(sofar, "."), C: &ckpt.Checkpoint{Path: name}}
 	var found uint32
 	n := 0
 	for _, de := range des {
@@ -703,4 +699,19 @@ func (sr *searcher) readAhead(pid uint32, comm string, s segment) error {
 		}
 		return w.b, w.err
 	})
+}
+
+// errNoPid says that the checkpoint at path has no process pid, and how to list them.
+func errNoPid(path string, pid uint32) error {
+	return fmt.Errorf("%s: no process with PID %d (use `criukit inspect --ps-tree` to see all PIDs)", path, pid)
+}
+
+// missingPid is errNoPid for the first of pids not found.
+func missingPid(path string, pids []uint32, found map[uint32]bool) error {
+	for _, p := range pids {
+		if !found[p] {
+			return errNoPid(path, p)
+		}
+	}
+	return nil
 }

@@ -10,12 +10,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/criukit/criukit/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,7 +105,7 @@ func New(cfg Config) (*VMM, error) {
 	}
 	copy(mem[CodeAddr:], guestCode)
 	m := &VMM{cfg: cfg, mem: mem, reqs: make(chan request), stopped: make(chan struct{})}
-	m.boot = startTime()
+	m.boot = procfs.StartTime(0) // differs in a process CRIU restored
 	m.status = Status{Pid: os.Getpid(), State: "running"}
 	if err := m.create(nil); err != nil {
 		unix.Munmap(mem)
@@ -185,7 +184,7 @@ func (m *VMM) doPark() error {
 		return fmt.Errorf("kvm: close VM: %w", err)
 	}
 	m.vm = nil
-	m.park = startTime()
+	m.park = procfs.StartTime(0)
 	m.mu.Lock()
 	m.status.State = "parked"
 	m.status.Parks++
@@ -206,7 +205,7 @@ func (m *VMM) doResume(auto bool) error {
 	m.status.State = "running"
 	m.status.ResumedAt = m.Counter()
 	m.status.AutoResume = auto
-	m.status.Restored = startTime() != m.boot
+	m.status.Restored = procfs.StartTime(0) != m.boot
 	m.mu.Unlock()
 	return nil
 }
@@ -241,7 +240,7 @@ func (m *VMM) Run(ctx context.Context) error {
 			m.writeStatus()
 			r.done <- err
 		case <-poll.C:
-			if m.vm == nil && m.cfg.AutoResume && startTime() != m.park {
+			if m.vm == nil && m.cfg.AutoResume && procfs.StartTime(0) != m.park {
 				if err := m.doResume(true); err != nil {
 					m.setError(err)
 				} else {
@@ -378,25 +377,6 @@ func (m *VMM) Serve(ctx context.Context) error {
 	}()
 	m.writeStatus()
 	return m.Run(ctx)
-}
-
-// startTime is field 22 of /proc/self/stat: it differs in a process CRIU restored.
-func startTime() uint64 {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0
-	}
-	v, _ := strconv.ParseUint(f[19], 10, 64)
-	return v
 }
 
 // DefaultStatusPath is where a VMM without a configured path writes its status.

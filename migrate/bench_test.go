@@ -5,6 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/pageproto"
 )
 
 // BenchmarkChainWriter: the receiver storing a 64 MiB round where every other 16-page run is
@@ -12,14 +15,14 @@ import (
 func BenchmarkChainWriter(b *testing.B) {
 	ps := uint64(os.Getpagesize())
 	var in bytes.Buffer
-	in.Write(psHdr{cmd: psIovOpen2, dstID: 1<<8 | psTypePid}.bytes())
+	in.Write(pageproto.Header{Cmd: pageproto.IovOpen2, DstID: 1<<8 | pageproto.TypePid}.Bytes())
 	data := bytes.Repeat([]byte{7}, int(16*ps))
 	for va := uint64(0x100000); va < 0x100000+64<<20; va += 32 * ps {
-		in.Write(psHdr{cmd: psIovAddF, flags: pePresent, nr: 16, vaddr: va, dstID: 1<<8 | psTypePid}.bytes())
+		in.Write(pageproto.Header{Cmd: pageproto.IovAddF, Flags: image.PEPresent, Nr: 16, Vaddr: va, DstID: 1<<8 | pageproto.TypePid}.Bytes())
 		in.Write(data)
-		in.Write(psHdr{cmd: psIovAddF, flags: peParent, nr: 16, vaddr: va + 16*ps, dstID: 1<<8 | psTypePid}.bytes())
+		in.Write(pageproto.Header{Cmd: pageproto.IovAddF, Flags: image.PEParent, Nr: 16, Vaddr: va + 16*ps, DstID: 1<<8 | pageproto.TypePid}.Bytes())
 	}
-	in.Write(psHdr{cmd: psIovClose}.bytes())
+	in.Write(pageproto.Header{Cmd: pageproto.IovClose}.Bytes())
 	raw := in.Bytes()
 	b.SetBytes(int64(len(raw)))
 	base := b.TempDir()

@@ -10,6 +10,7 @@ import (
 
 	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/pageproto"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -62,29 +63,29 @@ func (w *chainWriter) serve(c io.ReadWriter) (err error) {
 			w.abort()
 		}
 	}()
-	var hb [psHeaderSize]byte
+	var hb [pageproto.HeaderSize]byte
 	ps := uint64(os.Getpagesize())
 	for {
-		h, err := readHdr(r, &hb)
+		h, err := pageproto.Read(r, &hb)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("%w: connection closed without PS_IOV_CLOSE", ErrProtocol)
 			}
 			return err
 		}
-		switch h.cmd {
-		case psIovOpen, psIovOpen2:
+		switch h.Cmd {
+		case pageproto.IovOpen, pageproto.IovOpen2:
 			if err := w.finishCur(); err != nil {
 				return err
 			}
 			var name string
-			switch h.typ() {
-			case psTypePid:
-				name = fmt.Sprintf("pagemap-%d.img", h.id())
-			case psTypeShmem:
-				name = fmt.Sprintf("pagemap-shmem-%d.img", h.id())
+			switch h.Type() {
+			case pageproto.TypePid:
+				name = fmt.Sprintf("pagemap-%d.img", h.ID())
+			case pageproto.TypeShmem:
+				name = fmt.Sprintf("pagemap-shmem-%d.img", h.ID())
 			default:
-				return fmt.Errorf("%w: unknown pagemap type in dst_id %#x", ErrProtocol, h.dstID)
+				return fmt.Errorf("%w: unknown pagemap type in dst_id %#x", ErrProtocol, h.DstID)
 			}
 			id := w.nextID
 			w.nextID++
@@ -93,40 +94,40 @@ func (w *chainWriter) serve(c io.ReadWriter) (err error) {
 				return err
 			}
 			w.cur = &pmWriter{name: name, pagesID: id, pages: f, bw: bufio.NewWriterSize(f, 1<<20)}
-			if h.cmd == psIovOpen2 {
+			if h.Cmd == pageproto.IovOpen2 {
 				if _, err := c.Write([]byte{0}); err != nil { // criu must not skip pages itself
 					return err
 				}
 			}
-		case psIovParent:
+		case pageproto.IovParent:
 			if _, err := c.Write(make([]byte, 4)); err != nil {
 				return err
 			}
-		case psIovAdd, psIovAddF, psIovHole:
+		case pageproto.IovAdd, pageproto.IovAddF, pageproto.IovHole:
 			if w.cur == nil {
 				return fmt.Errorf("%w: pages before PS_IOV_OPEN2 (%s)", ErrProtocol, h)
 			}
-			if h.nr == 0 || h.nr > 1<<36 {
+			if h.Nr == 0 || h.Nr > 1<<36 {
 				return fmt.Errorf("%w: bad page count (%s)", ErrProtocol, h)
 			}
-			flags := h.effFlags()
-			e := &pagemap.PagemapEntry{Vaddr: proto.Uint64(h.vaddr), CompatNrPages: proto.Uint32(uint32(min(h.nr, 0xffffffff))),
-				Flags: proto.Uint32(flags), NrPages: proto.Uint64(h.nr)}
-			if flags&peParent != 0 {
+			flags := h.EffFlags()
+			e := &pagemap.PagemapEntry{Vaddr: proto.Uint64(h.Vaddr), CompatNrPages: proto.Uint32(uint32(min(h.Nr, 0xffffffff))),
+				Flags: proto.Uint32(flags), NrPages: proto.Uint64(h.Nr)}
+			if flags&image.PEParent != 0 {
 				if w.parent == "" {
-					return fmt.Errorf("%w: PE_PARENT pages at %#x in a round without parent", ErrProtocol, h.vaddr)
+					return fmt.Errorf("%w: PE_PARENT pages at %#x in a round without parent", ErrProtocol, h.Vaddr)
 				}
 				e.InParent = proto.Bool(true)
-				w.Parent += int64(h.nr)
+				w.Parent += int64(h.Nr)
 			}
 			w.cur.add(e)
-			if flags&pePresent != 0 {
-				if _, err := io.CopyN(w.cur.bw, r, int64(h.nr*ps)); err != nil {
-					return fmt.Errorf("page data at %#x: %w", h.vaddr, err)
+			if flags&image.PEPresent != 0 {
+				if _, err := io.CopyN(w.cur.bw, r, int64(h.Nr*ps)); err != nil {
+					return fmt.Errorf("page data at %#x: %w", h.Vaddr, err)
 				}
-				w.Stored += int64(h.nr)
+				w.Stored += int64(h.Nr)
 			}
-		case psIovClose, psIovForceClose:
+		case pageproto.IovClose, pageproto.IovForceClose:
 			if err := w.finishCur(); err != nil {
 				return err
 			}
@@ -149,7 +150,7 @@ func (w *chainWriter) serve(c io.ReadWriter) (err error) {
 				return err
 			}
 			return nil
-		case psIovGet:
+		case pageproto.IovGet:
 			return fmt.Errorf("%w: PS_IOV_GET (lazy pages) is not supported", ErrProtocol)
 		default:
 			return fmt.Errorf("%w: unknown command (%s)", ErrProtocol, h)
@@ -192,34 +193,8 @@ func (w *chainWriter) finishCur() error {
 	if err := p.pages.Close(); err != nil {
 		return err
 	}
-	desc, err := image.Classify(p.name)
-	if err != nil {
-		return err
-	}
 	tmp := filepath.Join(w.dir, "."+p.name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriter(f)
-	iw, err := image.NewWriter(bw, p.name, desc, image.DefaultHead(desc))
-	if err == nil {
-		err = iw.Write(&pagemap.PagemapHead{PagesId: proto.Uint32(p.pagesID)}, nil)
-	}
-	for _, e := range p.ents {
-		if err != nil {
-			break
-		}
-		err = iw.Write(e, nil)
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := writePagemap(tmp, p.name, p.pagesID, p.ents); err != nil {
 		return fmt.Errorf("write %s: %w", p.name, err)
 	}
 	w.done = append(w.done, tmp)

@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"sort"
 
-	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
-	"google.golang.org/protobuf/proto"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+
+	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/criukit/criukit/image"
 )
@@ -349,7 +350,7 @@ func (f *flatImage) finish(dir string) (string, error) {
 		for _, a := range added {
 			n := (a.end - a.start) / ps
 			ents = append(ents, &pagemap.PagemapEntry{Vaddr: proto.Uint64(a.start), CompatNrPages: proto.Uint32(uint32(min(n, 0xffffffff))),
-				InParent: proto.Bool(true), Flags: proto.Uint32(uint32(peParent)), NrPages: proto.Uint64(n)})
+				InParent: proto.Bool(true), Flags: proto.Uint32(uint32(image.PEParent)), NrPages: proto.Uint64(n)})
 		}
 		sort.SliceStable(ents, func(i, j int) bool { return ents[i].GetVaddr() < ents[j].GetVaddr() })
 		if err := writePagemapFile(filepath.Join(f.dir, name), pagesID, ents); err != nil {
@@ -372,17 +373,30 @@ func (f *flatImage) finish(dir string) (string, error) {
 
 // writePagemapFile writes a pagemap image (temp + rename).
 func writePagemapFile(path string, pagesID uint32, ents []*pagemap.PagemapEntry) error {
-	desc, err := image.Classify(filepath.Base(path))
+	tmp := path + ".tmp"
+	if err := writePagemap(tmp, filepath.Base(path), pagesID, ents); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// writePagemap writes the pagemap image name (head pagesID, then ents) into the file path,
+// removed again on failure.
+func writePagemap(path, name string, pagesID uint32, ents []*pagemap.PagemapEntry) error {
+	desc, err := image.Classify(name)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	bw := bufio.NewWriter(f)
-	iw, err := image.NewWriter(bw, filepath.Base(path), desc, image.DefaultHead(desc))
+	iw, err := image.NewWriter(bw, name, desc, image.DefaultHead(desc))
 	if err == nil {
 		err = iw.Write(&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}, nil)
 	}
@@ -398,11 +412,8 @@ func writePagemapFile(path string, pagesID uint32, ents []*pagemap.PagemapEntry)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(path)
 	}
 	return err
 }

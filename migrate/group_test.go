@@ -42,9 +42,16 @@ var echoRe = regexp.MustCompile(`sent=(\d+) state=(\S+)`)
 
 func echoSent(t *testing.T, p *harness.Proc) (int, string) {
 	t.Helper()
-	m := echoRe.FindStringSubmatch(p.Check(t))
+	return checkCount(t, p, echoRe, "net-echo")
+}
+
+// checkCount runs p's check and returns the count and the state that re (two groups) finds in
+// its answer.
+func checkCount(t *testing.T, p *harness.Proc, re *regexp.Regexp, what string) (int, string) {
+	t.Helper()
+	m := re.FindStringSubmatch(p.Check(t))
 	if m == nil {
-		t.Fatalf("net-echo check: unexpected answer")
+		t.Fatalf("%s: unexpected check answer", what)
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n, m[2]

@@ -17,6 +17,7 @@ import (
 
 	"github.com/criukit/criukit/internal/criurun"
 	"github.com/criukit/criukit/internal/nsrun"
+	"github.com/criukit/criukit/internal/pageproto"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -105,22 +106,11 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.Pid)); err != nil {
 		return nil, fmt.Errorf("migrate: no process %d", o.Pid)
 	}
-	if o.Criu == "" {
-		p, _, err := criurun.Find()
-		if err != nil {
-			return nil, err
-		}
-		o.Criu = p
+	work, cleanup, err := o.setup("criukit-migrate-")
+	if err != nil {
+		return nil, err
 	}
-	work := o.WorkDir
-	if work == "" {
-		d, err := os.MkdirTemp("", "criukit-migrate-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		work = d
-	}
+	defer cleanup()
 	t0 := time.Now()
 	res := &Result{}
 	var tt *TreeTracker
@@ -144,13 +134,9 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 		parent = cov
 		if final {
 			res.FrozenDump = time.Since(frozenAt).Seconds()
-			tw := time.Now()
-			if o.AfterDump != nil {
-				if err := o.AfterDump(); err != nil {
-					return res, err
-				}
+			if err := o.afterDump(res); err != nil {
+				return res, err
 			}
-			res.FrozenWait = time.Since(tw).Seconds()
 			ti := time.Now()
 			c, rep, err := call(ctx, o, request{Op: "files", Round: r}, func(c net.Conn) (int64, error) {
 				return sendTar(c, filepath.Join(work, fmt.Sprintf("round-%d", r)))
@@ -167,13 +153,11 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 				o.Progress(st)
 			}
 			if !o.NoRestore {
-				tr := time.Now()
-				_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs, Lazy: o.Lazy}, nil)
+				rep, err := restoreOn(ctx, o, r, res)
 				if err != nil {
 					return res, fmt.Errorf("migrate: restore on the receiver: %w", err)
 				}
-				res.FrozenRestore = time.Since(tr).Seconds()
-				res.Pid, res.RestoreSeconds, res.Flat = rep.Pid, rep.Seconds, rep.Flat
+				res.Flat = rep.Flat
 				if rep.Dir != "" {
 					res.Dir = rep.Dir
 				}
@@ -199,6 +183,48 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.TotalSeconds = time.Since(t0).Seconds()
 	return res, nil
+}
+
+// setup finds criu (when Options.Criu is empty) and makes the work directory (a temporary one named
+// prefix* when Options.WorkDir is empty; cleanup removes it).
+func (o *Options) setup(prefix string) (work string, cleanup func(), err error) {
+	if o.Criu == "" {
+		if o.Criu, _, err = criurun.Find(); err != nil {
+			return "", nil, err
+		}
+	}
+	if o.WorkDir != "" {
+		return o.WorkDir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
+// afterDump runs Options.AfterDump after the final dump and times it (Result.FrozenWait).
+func (o *Options) afterDump(res *Result) error {
+	tw := time.Now()
+	if o.AfterDump != nil {
+		if err := o.AfterDump(); err != nil {
+			return err
+		}
+	}
+	res.FrozenWait = time.Since(tw).Seconds()
+	return nil
+}
+
+// restoreOn asks the receiver to restore round r and records the restored pid and times in res.
+func restoreOn(ctx context.Context, o Options, r int, res *Result) (reply, error) {
+	tr := time.Now()
+	_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs, Lazy: o.Lazy}, nil)
+	if err != nil {
+		return rep, err
+	}
+	res.FrozenRestore = time.Since(tr).Seconds()
+	res.Pid, res.RestoreSeconds = rep.Pid, rep.Seconds
+	return rep, nil
 }
 
 // dial connects to the receiver (from DialNetns when set).
@@ -360,7 +386,7 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		return nil
 	}
 	keepDst := func(dst, va uint64) bool {
-		if keep == nil || dst&0xff != psTypePid {
+		if keep == nil || dst&0xff != pageproto.TypePid {
 			return true
 		}
 		return keep(int(dst>>8), va)

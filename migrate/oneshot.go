@@ -15,22 +15,11 @@ import (
 // then killed) into WorkDir, every image file (pages included) sent to the receiver, `criu
 // restore` there. Options.Rounds, Converge and Pause are ignored. The result has one round.
 func OneShot(ctx context.Context, o Options) (*Result, error) {
-	if o.Criu == "" {
-		p, _, err := criurun.Find()
-		if err != nil {
-			return nil, err
-		}
-		o.Criu = p
+	work, cleanup, err := o.setup("criukit-oneshot-")
+	if err != nil {
+		return nil, err
 	}
-	work := o.WorkDir
-	if work == "" {
-		d, err := os.MkdirTemp("", "criukit-oneshot-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		work = d
-	}
+	defer cleanup()
 	dir := filepath.Join(work, "round-0")
 	res := &Result{}
 	t0 := time.Now()
@@ -39,13 +28,9 @@ func OneShot(ctx context.Context, o Options) (*Result, error) {
 	}
 	st := RoundStats{Round: 0, Final: true, DumpSeconds: time.Since(t0).Seconds()}
 	res.FrozenDump = st.DumpSeconds
-	tw := time.Now()
-	if o.AfterDump != nil {
-		if err := o.AfterDump(); err != nil {
-			return res, err
-		}
+	if err := o.afterDump(res); err != nil {
+		return res, err
 	}
-	res.FrozenWait = time.Since(tw).Seconds()
 	ti := time.Now()
 	n, rep, err := call(ctx, o, request{Op: "files", Round: 0}, func(c net.Conn) (int64, error) { return sendTar(c, dir) })
 	if err != nil {
@@ -65,13 +50,9 @@ func OneShot(ctx context.Context, o Options) (*Result, error) {
 	res.Rounds = []RoundStats{st}
 	res.WireBytes = n
 	if !o.NoRestore {
-		tr := time.Now()
-		_, rep, err := call(ctx, o, request{Op: "restore", Round: 0, Map: o.Map, Args: o.RestoreArgs, Lazy: o.Lazy}, nil)
-		if err != nil {
+		if _, err := restoreOn(ctx, o, 0, res); err != nil {
 			return res, fmt.Errorf("oneshot: restore on the receiver: %w", err)
 		}
-		res.FrozenRestore = time.Since(tr).Seconds()
-		res.Pid, res.RestoreSeconds = rep.Pid, rep.Seconds
 	}
 	res.FrozenSeconds = time.Since(t0).Seconds()
 	res.TotalSeconds = res.FrozenSeconds

@@ -22,12 +22,7 @@ var incrRe = regexp.MustCompile(`n=(-?\d+) state=(\S+)`)
 
 func incrState(t *testing.T, p *harness.Proc) (int, string) {
 	t.Helper()
-	m := incrRe.FindStringSubmatch(p.Check(t))
-	if m == nil {
-		t.Fatal("redis-incr: unexpected check answer")
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n, m[2]
+	return checkCount(t, p, incrRe, "redis-incr")
 }
 
 // A redis-server (Debian package) in netns B with a client in netns A: redis is migrated in 3

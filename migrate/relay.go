@@ -7,6 +7,8 @@ import (
 	"os"
 	"sort"
 
+	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/pageproto"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +57,7 @@ type relayStats struct {
 func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va uint64) bool, onFreeze func() error) (coverage, relayStats, error) {
 	var st relayStats
 	cov := coverage{}
-	var hb [psHeaderSize]byte
+	var hb [pageproto.HeaderSize]byte
 	buf := make([]byte, 1<<20)
 	ps := uint64(os.Getpagesize())
 	frozen := false
@@ -74,16 +76,16 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 		return err
 	}
 	for {
-		h, err := readHdr(criu, &hb)
+		h, err := pageproto.Read(criu, &hb)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, st, fmt.Errorf("%w: criu closed the connection without PS_IOV_CLOSE", ErrProtocol)
 			}
 			return nil, st, fmt.Errorf("read from criu: %w", err)
 		}
-		switch h.cmd {
-		case psIovOpen, psIovOpen2:
-			if h.typ() == psTypePid && !frozen {
+		switch h.Cmd {
+		case pageproto.IovOpen, pageproto.IovOpen2:
+			if h.Type() == pageproto.TypePid && !frozen {
 				frozen = true
 				if onFreeze != nil {
 					if err := onFreeze(); err != nil {
@@ -91,43 +93,43 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 					}
 				}
 			}
-			if _, err := out.Write(h.bytes()); err != nil {
+			if _, err := out.Write(h.Bytes()); err != nil {
 				return nil, st, fmt.Errorf("send to receiver: %w", err)
 			}
-			if h.cmd == psIovOpen2 {
+			if h.Cmd == pageproto.IovOpen2 {
 				if err := fwdReply(1); err != nil {
 					return nil, st, err
 				}
 			}
-		case psIovParent:
-			if _, err := out.Write(h.bytes()); err != nil {
+		case pageproto.IovParent:
+			if _, err := out.Write(h.Bytes()); err != nil {
 				return nil, st, err
 			}
 			if err := fwdReply(4); err != nil {
 				return nil, st, err
 			}
-		case psIovAdd, psIovAddF, psIovHole:
-			flags := h.effFlags()
-			if h.nr > 1<<36 {
-				return nil, st, fmt.Errorf("%w: %d pages in one iov at %#x", ErrProtocol, h.nr, h.vaddr)
+		case pageproto.IovAdd, pageproto.IovAddF, pageproto.IovHole:
+			flags := h.EffFlags()
+			if h.Nr > 1<<36 {
+				return nil, st, fmt.Errorf("%w: %d pages in one iov at %#x", ErrProtocol, h.Nr, h.Vaddr)
 			}
-			cov.add(h.dstID, h.vaddr, h.vaddr+h.nr*ps)
-			if flags&pePresent == 0 {
-				st.Holes += int64(h.nr)
-				if _, err := out.Write(h.bytes()); err != nil {
+			cov.add(h.DstID, h.Vaddr, h.Vaddr+h.Nr*ps)
+			if flags&image.PEPresent == 0 {
+				st.Holes += int64(h.Nr)
+				if _, err := out.Write(h.Bytes()); err != nil {
 					return nil, st, err
 				}
 				continue
 			}
-			st.Pages += int64(h.nr)
+			st.Pages += int64(h.Nr)
 			// runs of pages to send and pages the parent round has
-			for i := uint64(0); i < h.nr; {
-				va := h.vaddr + i*ps
-				send := parent == nil || !parent.has(h.dstID, va) || keep(h.dstID, va)
+			for i := uint64(0); i < h.Nr; {
+				va := h.Vaddr + i*ps
+				send := parent == nil || !parent.has(h.DstID, va) || keep(h.DstID, va)
 				j := i + 1
-				for j < h.nr {
-					v := h.vaddr + j*ps
-					s := parent == nil || !parent.has(h.dstID, v) || keep(h.dstID, v)
+				for j < h.Nr {
+					v := h.Vaddr + j*ps
+					s := parent == nil || !parent.has(h.DstID, v) || keep(h.DstID, v)
 					if s != send {
 						break
 					}
@@ -135,8 +137,8 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 				}
 				n := j - i
 				if send {
-					oh := psHdr{cmd: psIovAddF, flags: flags, nr: n, vaddr: va, dstID: h.dstID}
-					if _, err := out.Write(oh.bytes()); err != nil {
+					oh := pageproto.Header{Cmd: pageproto.IovAddF, Flags: flags, Nr: n, Vaddr: va, DstID: h.DstID}
+					if _, err := out.Write(oh.Bytes()); err != nil {
 						return nil, st, err
 					}
 					for left := n * ps; left > 0; {
@@ -154,8 +156,8 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 					// PE_PARENT without PE_LAZY, as criu writes parent holes: criu 4.2's lazy-pages
 					// daemon spins forever on PE_PARENT|PE_LAZY entries (tried: the restored task
 					// waits in handle_userfault), so a lazy restore reads parent pages eagerly.
-					oh := psHdr{cmd: psIovAddF, flags: peParent, nr: n, vaddr: va, dstID: h.dstID}
-					if _, err := out.Write(oh.bytes()); err != nil {
+					oh := pageproto.Header{Cmd: pageproto.IovAddF, Flags: image.PEParent, Nr: n, Vaddr: va, DstID: h.DstID}
+					if _, err := out.Write(oh.Bytes()); err != nil {
 						return nil, st, err
 					}
 					if dis == nil {
@@ -168,8 +170,8 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 				}
 				i = j
 			}
-		case psIovClose, psIovForceClose:
-			if _, err := out.Write(h.bytes()); err != nil {
+		case pageproto.IovClose, pageproto.IovForceClose:
+			if _, err := out.Write(h.Bytes()); err != nil {
 				return nil, st, err
 			}
 			if err := fwdReply(4); err != nil {
@@ -177,7 +179,7 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 			}
 			cov.sort()
 			return cov, st, nil
-		case psIovGet:
+		case pageproto.IovGet:
 			return nil, st, fmt.Errorf("%w: PS_IOV_GET (lazy pages) is not supported by migrate", ErrProtocol)
 		default:
 			return nil, st, fmt.Errorf("%w: unknown command (%s)", ErrProtocol, h)

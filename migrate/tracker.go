@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,7 +29,7 @@ type TreeTracker struct {
 
 type procTrack struct {
 	pid, vpid int
-	start     string // /proc/PID/stat starttime: the same process across rounds
+	start     uint64 // /proc/PID/stat starttime: the same process across rounds
 	t         *memtrack.Tracker
 	validFrom int         // first round whose keep-set may use this tracker
 	scanIdx   map[int]int // round -> interval index of the scan at that round's freeze
@@ -53,23 +52,6 @@ func NewTreeTracker(pid int) (*TreeTracker, error) {
 	return tt, nil
 }
 
-func startTime(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return ""
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return ""
-	}
-	return f[19] // field 22 of stat; fields after ')' start at field 3
-}
-
 // vpidOf is the pid in the innermost pid namespace (the pid CRIU writes into the images).
 func vpidOf(pid int) int {
 	if st, err := procfs.ReadStatus(pid); err == nil {
@@ -87,7 +69,7 @@ func (tt *TreeTracker) attachNew() error {
 	defer tt.mu.Unlock()
 	for _, pid := range cow.TreePids(tt.root) {
 		v := vpidOf(pid)
-		st := startTime(pid)
+		st := procfs.StartTime(pid)
 		if p := tt.procs[v]; p != nil && p.pid == pid && p.start == st && !p.broken {
 			continue
 		}
@@ -100,7 +82,7 @@ func (tt *TreeTracker) attachNew() error {
 			tt.AttachErrors = append(tt.AttachErrors, fmt.Sprintf("pid %d: %v", pid, err))
 			continue
 		}
-		if startTime(pid) != st { // exited and reused while we attached
+		if procfs.StartTime(pid) != st { // exited and reused while we attached
 			t.Close()
 			continue
 		}
@@ -119,7 +101,7 @@ func (tt *TreeTracker) Frozen(round int) (written int, err error) {
 		if p.broken {
 			continue
 		}
-		if startTime(p.pid) != p.start {
+		if procfs.StartTime(p.pid) != p.start {
 			p.broken = true
 			continue
 		}

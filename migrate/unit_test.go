@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/pageproto"
 )
 
 type rwBuf struct {
@@ -22,15 +23,15 @@ func (r *rwBuf) Write(b []byte) (int, error) { return r.out.Write(b) }
 func session(parentFlag bool) []byte {
 	ps := uint64(os.Getpagesize())
 	var b bytes.Buffer
-	b.Write(psHdr{cmd: psIovOpen2, dstID: 42<<8 | psTypePid}.bytes())
-	b.Write(psHdr{cmd: psIovAddF, flags: pePresent, nr: 2, vaddr: 0x10000, dstID: 42<<8 | psTypePid}.bytes())
+	b.Write(pageproto.Header{Cmd: pageproto.IovOpen2, DstID: 42<<8 | pageproto.TypePid}.Bytes())
+	b.Write(pageproto.Header{Cmd: pageproto.IovAddF, Flags: image.PEPresent, Nr: 2, Vaddr: 0x10000, DstID: 42<<8 | pageproto.TypePid}.Bytes())
 	b.Write(bytes.Repeat([]byte{0xab}, int(2*ps)))
 	if parentFlag {
-		b.Write(psHdr{cmd: psIovAddF, flags: peParent, nr: 3, vaddr: 0x12000, dstID: 42<<8 | psTypePid}.bytes())
+		b.Write(pageproto.Header{Cmd: pageproto.IovAddF, Flags: image.PEParent, Nr: 3, Vaddr: 0x12000, DstID: 42<<8 | pageproto.TypePid}.Bytes())
 	}
-	b.Write(psHdr{cmd: psIovAddF, flags: pePresent, nr: 1, vaddr: 0x20000, dstID: 42<<8 | psTypePid}.bytes())
+	b.Write(pageproto.Header{Cmd: pageproto.IovAddF, Flags: image.PEPresent, Nr: 1, Vaddr: 0x20000, DstID: 42<<8 | pageproto.TypePid}.Bytes())
 	b.Write(bytes.Repeat([]byte{0xcd}, int(ps)))
-	b.Write(psHdr{cmd: psIovClose}.bytes())
+	b.Write(pageproto.Header{Cmd: pageproto.IovClose}.Bytes())
 	return b.Bytes()
 }
 
@@ -46,10 +47,10 @@ func TestChainWriter(t *testing.T) {
 	}
 	var p bytes.Buffer
 	ps := uint64(os.Getpagesize())
-	p.Write(psHdr{cmd: psIovOpen2, dstID: 42<<8 | psTypePid}.bytes())
-	p.Write(psHdr{cmd: psIovAddF, flags: pePresent, nr: 5, vaddr: 0x10000, dstID: 42<<8 | psTypePid}.bytes())
+	p.Write(pageproto.Header{Cmd: pageproto.IovOpen2, DstID: 42<<8 | pageproto.TypePid}.Bytes())
+	p.Write(pageproto.Header{Cmd: pageproto.IovAddF, Flags: image.PEPresent, Nr: 5, Vaddr: 0x10000, DstID: 42<<8 | pageproto.TypePid}.Bytes())
 	p.Write(bytes.Repeat([]byte{0x11}, int(5*ps)))
-	p.Write(psHdr{cmd: psIovClose}.bytes())
+	p.Write(pageproto.Header{Cmd: pageproto.IovClose}.Bytes())
 	if err := w0.serve(&rwBuf{Reader: &p}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,8 +91,8 @@ func TestChainWriterRefuses(t *testing.T) {
 	for name, in := range map[string][]byte{
 		"parent without parent round": session(true),
 		"truncated":                   session(false)[:100],
-		"pages before open":           psHdr{cmd: psIovAddF, flags: pePresent, nr: 1}.bytes(),
-		"unknown command":             psHdr{cmd: 99}.bytes(),
+		"pages before open":           pageproto.Header{Cmd: pageproto.IovAddF, Flags: image.PEPresent, Nr: 1}.Bytes(),
+		"unknown command":             pageproto.Header{Cmd: 99}.Bytes(),
 	} {
 		w, _ := newChainWriter(t.TempDir(), "")
 		if err := w.serve(&rwBuf{Reader: bytes.NewReader(in)}); err == nil {

@@ -2,18 +2,15 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/criukit/criukit/internal/criurun"
 	"github.com/criukit/criukit/internal/harness"
 	"github.com/criukit/criukit/internal/testenv"
 )
@@ -31,19 +28,7 @@ for i in range(0, len(b), 4096):
     b[i:i+8] = i.to_bytes(8, "little")
 open("`+ready+`", "w").close()
 time.sleep(1000)`)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); cmd.Wait() })
-	for dl := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(dl) {
-			t.Fatal("workload not ready")
-		}
-	}
+	pid := startTree(t, cmd, ready, 60*time.Second)
 	return pid, dir
 }
 
@@ -51,13 +36,7 @@ time.sleep(1000)`)
 func dumpBigMemory(t *testing.T) string {
 	criu := harness.Criu(t)
 	pid, dir := startBigMemory(t)
-	imgs := filepath.Join(dir, "images")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if err := criurun.Dump(ctx, pid, criurun.Opts{Criu: criu, ImagesDir: imgs, LogFile: filepath.Join(dir, "dump.log"),
-		Args: []string{"--network-lock", "skip"}}); err != nil {
-		t.Fatal(err)
-	}
+	imgs := dumpTree(t, criu, pid, dir, 3*time.Minute)
 	return imgs
 }
 
@@ -95,26 +74,7 @@ func TestLongOpsBigDump(t *testing.T) {
 			out := filepath.Join(outDir, "out")
 			cmd := exec.Command(bin, c.args(out)...)
 			var buf bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &buf, &buf
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			var err error
-			signalled := false
-		wait:
-			for dl := time.Now().Add(2 * time.Minute); time.Now().Before(dl); {
-				select {
-				case err = <-exited:
-					break wait
-				case <-time.After(2 * time.Millisecond):
-				}
-				if !signalled && len(leftovers(outDir)) > 0 {
-					cmd.Process.Signal(os.Interrupt)
-					signalled = true
-				}
-			}
+			err, signalled := interruptWhen(t, cmd, &buf, 2*time.Millisecond, func() bool { return len(leftovers(outDir)) > 0 })
 			if !signalled {
 				t.Fatalf("%s finished (err %v) before its temporary output appeared: nothing was interrupted\n%s", c.name, err, buf.String())
 			}
@@ -187,27 +147,11 @@ func TestCowDumpCtrlC(t *testing.T) {
 	imgs := filepath.Join(dir, "images")
 	cmd := exec.Command(bin, "cow", "dump", "-t", strconv.Itoa(pid), "-D", imgs, "--network-lock", "skip")
 	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	// Signal once criu has started writing images (the tree is seized then).
-	var err error
-	signalled := false
-wait:
-	for dl := time.Now().Add(2 * time.Minute); time.Now().Before(dl); {
-		select {
-		case err = <-exited:
-			break wait
-		case <-time.After(5 * time.Millisecond):
-		}
-		if m, _ := filepath.Glob(filepath.Join(imgs, "*.img")); !signalled && len(m) > 0 {
-			cmd.Process.Signal(os.Interrupt)
-			signalled = true
-		}
-	}
+	err, signalled := interruptWhen(t, cmd, &buf, 5*time.Millisecond, func() bool {
+		m, _ := filepath.Glob(filepath.Join(imgs, "*.img"))
+		return len(m) > 0
+	})
 	if !signalled {
 		t.Fatalf("cow dump finished (err %v) before it wrote an image: nothing interrupted\n%s", err, buf.String())
 	}

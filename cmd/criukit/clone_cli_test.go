@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/criukit/criukit/internal/criurun"
 	"github.com/criukit/criukit/internal/harness"
 	"github.com/criukit/criukit/internal/testenv"
 )
@@ -41,26 +39,8 @@ l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
 f = open("`+logf+`", "a"); f.write("started\n"); f.flush()
 open("`+ready+`", "w").close()
 time.sleep(1000)`)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); cmd.Wait() })
-	for dl := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(dl) {
-			t.Fatal("workload not ready")
-		}
-	}
-	imgs := filepath.Join(dir, "images")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := criurun.Dump(ctx, pid, criurun.Opts{Criu: criu, ImagesDir: imgs, LogFile: filepath.Join(dir, "dump.log"),
-		Args: []string{"--network-lock", "skip"}}); err != nil {
-		t.Fatal(err)
-	}
+	pid := startTree(t, cmd, ready, 30*time.Second)
+	imgs := dumpTree(t, criu, pid, dir, 2*time.Minute)
 	return imgs, sock, logf
 }
 

@@ -16,17 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// buildCLI builds the criukit binary into a temp dir (peak RSS must be measured in a process of its own).
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "criukit")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // runRSS runs the binary and returns its output, exit error and peak RSS in MiB (rusage Maxrss).
 func runRSS(t *testing.T, bin string, stdin string, args ...string) (string, error, int64) {
 	t.Helper()

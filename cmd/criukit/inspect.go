@@ -131,6 +131,17 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// writeResult writes v to the command's output, buffered: as indented JSON with asJSON, else with text.
+func writeResult(cmd *cobra.Command, asJSON bool, v any, text func(io.Writer)) error {
+	w := bufio.NewWriter(cmd.OutOrStdout())
+	defer w.Flush()
+	if asJSON {
+		return writeJSON(w, v)
+	}
+	text(w)
+	return nil
+}
+
 func runInspectHTML(p string, o inspect.Options, out string) error {
 	c, err := inspect.OpenFor(p, o)
 	if err != nil {
@@ -169,13 +180,7 @@ headers and metadata are read (pages of compressed archives are skipped while de
 			c.Close()
 			rs = append(rs, r)
 		}
-		bw := bufio.NewWriter(cmd.OutOrStdout())
-		defer bw.Flush()
-		if asJSON {
-			return writeJSON(bw, rs)
-		}
-		inspect.WriteShow(bw, rs)
-		return nil
+		return writeResult(cmd, asJSON, rs, func(w io.Writer) { inspect.WriteShow(w, rs) })
 	},
 }
 

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
+	"io"
 
 	"github.com/criukit/criukit/ckpt"
 	"github.com/criukit/criukit/inspect"
@@ -61,13 +61,7 @@ different containers (or plain dumps) can be compared; same_container says wheth
 		if err != nil {
 			return err
 		}
-		w := bufio.NewWriter(cmd.OutOrStdout())
-		defer w.Flush()
-		if asJSON {
-			return writeJSON(w, d)
-		}
-		inspect.WriteDiff(w, d)
-		return nil
+		return writeResult(cmd, asJSON, d, func(w io.Writer) { inspect.WriteDiff(w, d) })
 	},
 }
 
@@ -98,20 +92,16 @@ name, size and directory; --format json for scripts.`, joinLines(inspect.Default
 		if err != nil {
 			return err
 		}
-		w := bufio.NewWriter(cmd.OutOrStdout())
-		defer w.Flush()
-		if asJSON {
-			if ls == nil {
-				ls = []inspect.Listed{}
+		if ls == nil {
+			ls = []inspect.Listed{} // JSON: [], not null
+		}
+		return writeResult(cmd, asJSON, ls, func(w io.Writer) {
+			if len(ls) == 0 {
+				fmt.Fprintln(w, "No checkpoints found")
+				return
 			}
-			return writeJSON(w, ls)
-		}
-		if len(ls) == 0 {
-			fmt.Fprintln(w, "No checkpoints found")
-			return nil
-		}
-		inspect.WriteList(w, ls)
-		return nil
+			inspect.WriteList(w, ls)
+		})
 	},
 }
 

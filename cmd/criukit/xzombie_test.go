@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/criukit/criukit/internal/criurun"
 	"github.com/criukit/criukit/internal/harness"
 	"github.com/criukit/criukit/internal/testenv"
 )
@@ -33,30 +30,9 @@ while [ ! -e ` + ready + ` ]; do sleep 0.05; done
 true & exec sleep 1000`
 	cmd := exec.Command("setsid", "sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: false}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL); cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("tree not ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	pid := startTree(t, cmd, ready, 20*time.Second)
 	time.Sleep(300 * time.Millisecond) // the exec of sleep, the zombie's exit
-	imgs := filepath.Join(dir, "images")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := criurun.Dump(ctx, pid, criurun.Opts{Criu: criu, ImagesDir: imgs, LogFile: filepath.Join(dir, "dump.log"),
-		Args: []string{"--network-lock", "skip"}}); err != nil {
-		t.Fatal(err)
-	}
-	return imgs
+	return dumpTree(t, criu, pid, dir, 2*time.Minute)
 }
 
 // TestExploreZombieEmptyFdsPacket: x fds|mems|rss|sk show the zombie as one, handle the task with no

@@ -61,8 +61,8 @@ func OpenFSPartial(fsys iofs.FS, dir string) *Dir {
 	return &Dir{Path: dir, fsys: fsys, cache: map[string][]proto.Message{}, legacy: map[string]map[uint32]proto.Message{}}
 }
 
-// exists reports whether the image name is in the directory.
-func (d *Dir) exists(name string) bool {
+// Exists reports whether the image name is in the directory.
+func (d *Dir) Exists(name string) bool {
 	if d.fsys != nil {
 		_, err := iofs.Stat(d.fsys, path.Join(d.Path, name))
 		return err == nil
@@ -71,7 +71,8 @@ func (d *Dir) exists(name string) bool {
 	return err == nil
 }
 
-func (d *Dir) load(name string) ([]proto.Message, error) {
+// Load decodes the image name (once: entries are cached) and returns its entries.
+func (d *Dir) Load(name string) ([]proto.Message, error) {
 	if m, ok := d.cache[name]; ok {
 		return m, nil
 	}
@@ -95,7 +96,7 @@ func (d *Dir) load(name string) ([]proto.Message, error) {
 
 func first[T proto.Message](d *Dir, name string) (T, error) {
 	var zero T
-	ms, err := d.load(name)
+	ms, err := d.Load(name)
 	if err != nil {
 		return zero, err
 	}
@@ -110,7 +111,7 @@ func first[T proto.Message](d *Dir, name string) (T, error) {
 }
 
 func (d *Dir) pstree() ([]*pstree.PstreeEntry, error) {
-	ms, err := d.load("pstree.img")
+	ms, err := d.Load("pstree.img")
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +142,6 @@ func (d *Dir) Ps() ([]*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	byPid := map[uint32]*Proc{}
 	var order []*Proc
 	for _, p := range pst {
 		pr := &Proc{Pid: p.GetPid(), Ppid: p.GetPpid(), Pgid: p.GetPgid(), Sid: p.GetSid(), Threads: p.GetThreads()}
@@ -158,18 +158,31 @@ func (d *Dir) Ps() ([]*Proc, error) {
 		case 3:
 			pr.State = "Stopped"
 		}
-		byPid[pr.Pid] = pr
 		order = append(order, pr)
 	}
-	var roots []*Proc
-	for _, p := range order {
-		if pp, ok := byPid[p.Ppid]; ok && p.Ppid != 0 && pp != p {
-			pp.Children = append(pp.Children, p)
+	return Forest(order, func(p *Proc) (uint32, uint32) { return p.Pid, p.Ppid },
+		func(parent, child *Proc) { parent.Children = append(parent.Children, child) }), nil
+}
+
+// Forest links the nodes of a process tree (in pstree order) to their parents and returns the
+// roots: nodes whose parent pid is 0, not among nodes, or their own. ids gives a node's pid and
+// parent pid; adopt appends child to parent's children.
+func Forest[T comparable](nodes []T, ids func(T) (pid, ppid uint32), adopt func(parent, child T)) []T {
+	by := make(map[uint32]T, len(nodes))
+	for _, n := range nodes {
+		pid, _ := ids(n)
+		by[pid] = n
+	}
+	var roots []T
+	for _, n := range nodes {
+		_, ppid := ids(n)
+		if pp, ok := by[ppid]; ok && ppid != 0 && pp != n {
+			adopt(pp, n)
 		} else {
-			roots = append(roots, p)
+			roots = append(roots, n)
 		}
 	}
-	return roots, nil
+	return roots
 }
 
 // WritePs prints the tree like `crit x DIR ps`.
@@ -194,7 +207,7 @@ func (d *Dir) File(id uint32) *fdinfo.FileEntry { return d.file(id) }
 func (d *Dir) file(id uint32) *fdinfo.FileEntry {
 	if d.files == nil {
 		d.files = map[uint32]*fdinfo.FileEntry{}
-		if ms, err := d.load("files.img"); err == nil {
+		if ms, err := d.Load("files.img"); err == nil {
 			for _, m := range ms {
 				if f, ok := m.(*fdinfo.FileEntry); ok {
 					d.files[f.GetId()] = f
@@ -210,7 +223,7 @@ func (d *Dir) legacyFile(img string, id uint32) proto.Message {
 	m, ok := d.legacy[img]
 	if !ok {
 		m = map[uint32]proto.Message{}
-		if ms, err := d.load(img); err == nil {
+		if ms, err := d.Load(img); err == nil {
 			for _, x := range ms {
 				if g, ok := x.(interface{ GetId() uint32 }); ok {
 					m[g.GetId()] = x
@@ -306,7 +319,7 @@ func (d *Dir) zombie(pid uint32) bool {
 
 // loadOptional loads an image that CRIU may not have written (an empty table): missing = no entries.
 func (d *Dir) loadOptional(name string) ([]proto.Message, error) {
-	ms, err := d.load(name)
+	ms, err := d.Load(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -373,19 +386,41 @@ func WriteFds(w io.Writer, tasks []TaskFDs) {
 	}
 }
 
-// VMA status bits (criu/include/image.h).
+// VMA status bits (criu/include/image.h) and mmap flags of a VmaEntry.
 const (
-	vmaRegular     = 1 << 0
-	vmaStack       = 1 << 1
-	vmaVsyscall    = 1 << 2
-	vmaVdso        = 1 << 3
-	vmaFilePrivate = 1 << 6
-	vmaFileShared  = 1 << 7
-	vmaAnonShared  = 1 << 8
-	vmaSysvipc     = 1 << 10
-	vmaSocket      = 1 << 11
-	mapGrowsdown   = 0x0100
+	VMARegular     = 1 << 0
+	VMAStack       = 1 << 1
+	VMAVsyscall    = 1 << 2
+	VMAVdso        = 1 << 3
+	VMAHeap        = 1 << 5
+	VMAFilePrivate = 1 << 6
+	VMAFileShared  = 1 << 7
+	VMAAnonShared  = 1 << 8
+	VMAAnonPrivate = 1 << 9
+	VMASysvipc     = 1 << 10
+	VMASocket      = 1 << 11
+	VMAVvar        = 1 << 12
+	VMAAioring     = 1 << 13
+	VMAMemfd       = 1 << 14
+
+	MapShared    = 0x01
+	MapGrowsdown = 0x0100
 )
+
+// ProtString renders PROT_* bits as rwx, '-' for a missing right.
+func ProtString(p uint32) string {
+	b := []byte("---")
+	if p&1 != 0 {
+		b[0] = 'r'
+	}
+	if p&2 != 0 {
+		b[1] = 'w'
+	}
+	if p&4 != 0 {
+		b[2] = 'x'
+	}
+	return string(b)
+}
 
 // Mapping is one VMA of a task.
 type Mapping struct {
@@ -454,40 +489,30 @@ func (d *Dir) mapping(v *vma.VmaEntry, vids *vmaIDs) Mapping {
 	st := v.GetStatus()
 	var fn string
 	switch {
-	case st&vmaSysvipc != 0:
+	case st&VMASysvipc != 0:
 		fn = fmt.Sprintf("ips[%x]", vids.get(v.GetShmid()))
-	case st&vmaAnonShared != 0:
+	case st&VMAAnonShared != 0:
 		fn = fmt.Sprintf("shmem[%x]", vids.get(v.GetShmid()))
-	case st&vmaSocket != 0:
+	case st&VMASocket != 0:
 		fn = fmt.Sprintf("packet[%x]", vids.get(v.GetShmid()))
-	case st&(vmaFilePrivate|vmaFileShared) != 0:
+	case st&(VMAFilePrivate|VMAFileShared) != 0:
 		fn = d.FileString("REG", uint32(v.GetShmid()))
 		if v.GetPgoff() != 0 {
 			fn += fmt.Sprintf(" + %#x", v.GetPgoff())
 		}
-		if st&vmaFileShared != 0 {
+		if st&VMAFileShared != 0 {
 			fn += " (s)"
 		}
-	case st&vmaStack != 0:
+	case st&VMAStack != 0:
 		fn = "[stack]"
-	case st&vmaVsyscall != 0:
+	case st&VMAVsyscall != 0:
 		fn = "[vsyscall]"
-	case st&vmaVdso != 0:
+	case st&VMAVdso != 0:
 		fn = "[vdso]"
-	case v.GetFlags()&mapGrowsdown != 0:
+	case v.GetFlags()&MapGrowsdown != 0:
 		fn = "[stack?]"
 	}
-	prot := []byte("---")
-	if v.GetProt()&1 != 0 {
-		prot[0] = 'r'
-	}
-	if v.GetProt()&2 != 0 {
-		prot[1] = 'w'
-	}
-	if v.GetProt()&4 != 0 {
-		prot[2] = 'x'
-	}
-	return Mapping{Start: v.GetStart(), End: v.GetEnd(), Prot: string(prot), What: fn, Status: st, Unusual: st&vmaRegular == 0}
+	return Mapping{Start: v.GetStart(), End: v.GetEnd(), Prot: ProtString(v.GetProt()), What: fn, Status: st, Unusual: st&VMARegular == 0}
 }
 
 // WriteMems prints like `crit x DIR mems`.
@@ -558,7 +583,7 @@ func (d *Dir) Rss() ([]TaskRss, error) {
 			return nil, err
 		}
 		vmas := m.GetVmas()
-		pms, err := d.load(fmt.Sprintf("pagemap-%d.img", p.GetPid()))
+		pms, err := d.Load(fmt.Sprintf("pagemap-%d.img", p.GetPid()))
 		if err != nil {
 			return nil, err
 		}
@@ -581,7 +606,7 @@ func (d *Dir) Rss() ([]TaskRss, error) {
 					r.VMAs = append(r.VMAs, RssVMA{Start: v.GetStart(), Pages: (v.GetEnd() - v.GetStart()) >> 12, Same: true})
 				} else {
 					rv := RssVMA{Start: v.GetStart(), Pages: (v.GetEnd() - v.GetStart()) >> 12}
-					if v.GetStatus()&(vmaFilePrivate|vmaFileShared) != 0 {
+					if v.GetStatus()&(VMAFilePrivate|VMAFileShared) != 0 {
 						rv.File = d.FileString("REG", uint32(v.GetShmid()))
 					}
 					r.VMAs = append(r.VMAs, rv)

@@ -70,26 +70,34 @@ func ipString(words []uint32, port uint32) string {
 	return netip.AddrPortFrom(a, uint16(port)).String()
 }
 
+// SkQueues counts the packets and bytes queued on each socket (sk-queues.img), by socket id.
+func (d *Dir) SkQueues() (pkts map[uint32]int, bytes map[uint32]uint64, err error) {
+	pkts, bytes = map[uint32]int{}, map[uint32]uint64{}
+	if !d.Exists("sk-queues.img") {
+		return pkts, bytes, nil
+	}
+	ms, err := d.Load("sk-queues.img")
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, m := range ms {
+		if p, ok := m.(*sk_packet.SkPacketEntry); ok {
+			pkts[p.GetIdFor()]++
+			bytes[p.GetIdFor()] += uint64(p.GetLength())
+		}
+	}
+	return pkts, bytes, nil
+}
+
 // Sk returns the sockets of every task with their addresses, states and queued data.
 func (d *Dir) Sk() ([]TaskSockets, error) {
 	pst, err := d.pstree()
 	if err != nil {
 		return nil, err
 	}
-	// queued packets by socket id
-	qPk := map[uint32]int{}
-	qBy := map[uint32]uint64{}
-	if d.exists("sk-queues.img") {
-		ms, err := d.load("sk-queues.img")
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range ms {
-			if p, ok := m.(*sk_packet.SkPacketEntry); ok {
-				qPk[p.GetIdFor()]++
-				qBy[p.GetIdFor()] += uint64(p.GetLength())
-			}
-		}
+	qPk, qBy, err := d.SkQueues()
+	if err != nil {
+		return nil, err
 	}
 	var out []TaskSockets
 	for _, p := range pst {
@@ -164,7 +172,7 @@ func (d *Dir) taskFdinfo(pid uint32) ([]*fdinfo.FdinfoEntry, error) {
 
 func (d *Dir) tcpStream(ino uint32) (*tcp_stream.TcpStreamEntry, error) {
 	n := fmt.Sprintf("tcp-stream-%x.img", ino)
-	if !d.exists(n) {
+	if !d.Exists(n) {
 		return nil, nil
 	}
 	return first[*tcp_stream.TcpStreamEntry](d, n)

@@ -1,5 +1,5 @@
 // Package procfs reads what several packages need from /proc/PID: status fields (NSpid, NSsid,
-// PPid) and the open fds: one reader instead of a loop in each.
+// PPid), stat fields (start time) and the open fds: one reader instead of a loop in each.
 package procfs
 
 import (
@@ -66,4 +66,36 @@ func FDs(pid int) ([]FD, error) {
 		out = append(out, FD{Num: n, Path: p, Link: link})
 	}
 	return out, nil
+}
+
+// Stat returns the fields of /proc/PID/stat after the command name (which may hold spaces and
+// parentheses): Stat(pid)[0] is field 3 (state), Stat(pid)[19] field 22 (starttime). pid 0 reads
+// /proc/self/stat.
+func Stat(pid int) ([]string, error) {
+	p := "/proc/self/stat"
+	if pid != 0 {
+		p = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("%s: no ')' after the command name", p)
+	}
+	return strings.Fields(s[i+1:]), nil
+}
+
+// StartTime returns field 22 of /proc/PID/stat (clock ticks after boot; pid 0: this process), 0 if
+// pid is gone. Together with the pid it names one process: a reused pid has another start time, and
+// so has a process CRIU restored.
+func StartTime(pid int) uint64 {
+	f, err := Stat(pid)
+	if err != nil || len(f) < 20 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v
 }

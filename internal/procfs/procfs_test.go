@@ -47,3 +47,16 @@ func TestFDs(t *testing.T) {
 		t.Errorf("fd %d (/proc/self/status) not listed right: %+v", f.Fd(), fds)
 	}
 }
+
+func TestStartTime(t *testing.T) {
+	self := StartTime(0)
+	if self == 0 || StartTime(os.Getpid()) != self {
+		t.Fatalf("StartTime(0) = %d, StartTime(%d) = %d", self, os.Getpid(), StartTime(os.Getpid()))
+	}
+	if f, err := Stat(os.Getpid()); err != nil || f[0] != "R" && f[0] != "S" {
+		t.Errorf("Stat: %v %v", f, err)
+	}
+	if StartTime(1<<30) != 0 {
+		t.Error("StartTime of a pid that cannot exist is not 0")
+	}
+}
