@@ -27,6 +27,7 @@ var Crit317Diffs = []KnownDiff{
 	{"CORE", "entries[*].thread_core.creds.no_new_privs", "ours-only", "newer field (prctl PR_SET_NO_NEW_PRIVS)"},
 	{"CORE", "entries[*].tc.stop_signo", "ours-only", "newer field (signal that stopped a task dumped in the stopped state)"},
 	{"CORE", "entries[*].tc.membarrier_registration_mask", "ours-only", "newer field (membarrier registrations)"},
+	{"CORE", "entries[*].thread_info.fpregs.xsave.cet", "ours-only", "newer field (x86 CET user state in the xsave area)"},
 	{"INVENTORY", "entries[*].plugins_entry", "ours-only", "newer inventory field"},
 	{"INVENTORY", "entries[*].dump_criu_run_id", "ours-only", "newer inventory field"},
 	{"INVENTORY", "entries[*].network_lock_method", "ours-only", "newer inventory field"},
