@@ -99,3 +99,19 @@ func init() {
 	zdtmCmd.AddCommand(zdtmRoundtripCmd, zdtmCodecCmd)
 	root.AddCommand(zdtmCmd)
 }
+
+var zdtmPagecountCmd = &cobra.Command{
+	Use:   "pagecount DIR",
+	Short: "zdtm's page count check for a deduped dump: stored + deduped pages = criu's pages written",
+	Args:  cobra.ExactArgs(1),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		pc, err := zdtm.CountPages(args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%d pages written by criu = %d stored + %d deduped\n", pc.Written, pc.Stored, pc.Deduped)
+		return nil
+	},
+}
+
+func init() { zdtmCmd.AddCommand(zdtmPagecountCmd) }
