@@ -1,10 +1,12 @@
 package cow
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/criukit/criukit/image"
@@ -103,6 +105,16 @@ func TestLiveHugetlbDedup(t *testing.T) {
 		t.Run(via, func(t *testing.T) {
 			p := harness.Start(t, "cow", harness.WithArgs("-mib", "4", "-children", "2", "-mode", workload.CowDiv10, "-hugetlb"))
 			before := p.Check(t)
+			// A restore stuck in criu's restorer leaves the tree spinning under the dumped pids
+			// (comm "criu") after criu itself is killed: kill those at the end.
+			stuck := TreePids(p.Pid)
+			t.Cleanup(func() {
+				for _, pid := range stuck {
+					if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(b)) == "criu" {
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			})
 			var dir string
 			var d *harness.Dump
 			if via == "in-place" {
