@@ -58,6 +58,33 @@ func ReadResults(path string, keep map[string]bool) ([]Result, error) {
 	return out, sc.Err()
 }
 
+// MergeRerun folds a rerun of failed runs into rs: a FAIL whose rerun passed becomes FLAKY (it
+// failed once, e.g. a zdtm start-up alarm on a loaded machine, and passed when run again); a
+// FAIL whose rerun failed too keeps FAIL with the rerun's reason.
+func MergeRerun(rs, rerun []Result) []Result {
+	again := map[[2]string]Result{}
+	for _, r := range rerun {
+		again[[2]string{r.Test, r.Mode}] = r
+	}
+	out := append([]Result(nil), rs...)
+	for i, r := range out {
+		a, ok := again[[2]string{r.Test, r.Mode}]
+		if !ok || r.Status != "FAIL" {
+			continue
+		}
+		switch a.Status {
+		case "PASS":
+			out[i].Status = "FLAKY"
+			out[i].Reason = "failed once (" + r.Reason + "), passed when run again"
+		case "FAIL":
+			if a.Reason != "" {
+				out[i].Reason = a.Reason
+			}
+		}
+	}
+	return out
+}
+
 // Regression is a test that passes in stock and fails in another mode.
 type Regression struct {
 	Test, Mode, Reason string
@@ -67,7 +94,7 @@ type Regression struct {
 func Regressions(rs []Result) []Regression {
 	stock := map[string]bool{}
 	for _, r := range rs {
-		if r.Mode == "stock" && r.Status == "PASS" {
+		if r.Mode == "stock" && (r.Status == "PASS" || r.Status == "FLAKY") {
 			stock[r.Test] = true
 		}
 	}
@@ -89,7 +116,7 @@ func Regressions(rs []Result) []Regression {
 // WriteTable prints mode x (pass, fail, skip, seconds) and, per mode, the failing tests with
 // their reason; fails that also fail in stock are marked "(also stock)".
 func WriteTable(w io.Writer, rs []Result) {
-	type cnt struct{ pass, fail, skip, secs int }
+	type cnt struct{ pass, fail, skip, flaky, secs int }
 	by := map[string]*cnt{}
 	tests := map[string]bool{}
 	stockFail := map[string]bool{}
@@ -104,6 +131,9 @@ func WriteTable(w io.Writer, rs []Result) {
 		switch r.Status {
 		case "PASS":
 			c.pass++
+		case "FLAKY":
+			c.pass++
+			c.flaky++
 		case "FAIL":
 			c.fail++
 			if r.Mode == "stock" {
@@ -120,13 +150,13 @@ func WriteTable(w io.Writer, rs []Result) {
 		}
 	}
 	fmt.Fprintf(w, "%d tests (flavor h)\n", len(tests))
-	fmt.Fprintf(w, "%-16s %6s %6s %6s %8s\n", "mode", "pass", "fail", "skip", "seconds")
+	fmt.Fprintf(w, "%-16s %6s %6s %6s %8s  %s\n", "mode", "pass", "fail", "skip", "seconds", "(pass includes flaky: failed once, passed when rerun)")
 	for _, m := range modes {
 		c := by[m]
 		if c == nil {
 			continue
 		}
-		fmt.Fprintf(w, "%-16s %6d %6d %6d %8d\n", m, c.pass, c.fail, c.skip, c.secs)
+		fmt.Fprintf(w, "%-16s %6d %6d %6d %8d  flaky %d\n", m, c.pass, c.fail, c.skip, c.secs, c.flaky)
 	}
 	for _, m := range modes {
 		var fails []string
@@ -148,6 +178,22 @@ func WriteTable(w io.Writer, rs []Result) {
 		sort.Strings(fails)
 		fmt.Fprintf(w, "\n%s fails (%d):\n", m, len(fails))
 		for _, f := range fails {
+			fmt.Fprintf(w, "  %s\n", f)
+		}
+	}
+	for _, m := range modes {
+		var fl []string
+		for _, r := range rs {
+			if r.Mode == m && r.Status == "FLAKY" {
+				fl = append(fl, r.Test+": "+r.Reason)
+			}
+		}
+		if len(fl) == 0 {
+			continue
+		}
+		sort.Strings(fl)
+		fmt.Fprintf(w, "\n%s flaky (%d):\n", m, len(fl))
+		for _, f := range fl {
 			fmt.Fprintf(w, "  %s\n", f)
 		}
 	}

@@ -3,7 +3,10 @@
 // fail in another mode, and the codec corpus counts of every kept dump dir (criukit zdtm codec).
 //
 //	go run ./bench/zdtm [-list all|ci|FILE] [-modes stock,roundtrip,...] [-j 3] [-out DIR]
-//	go run ./bench/zdtm -results DIR     # only print the table of an earlier run
+//	go run ./bench/zdtm -results DIR     # only print the table of an earlier run (and DIR/rerun)
+//
+// After the run every failed test runs once more, alone (-rerun): a failure that passes then is
+// counted as flaky (load: zdtm's start-up alarm, criu's freeze timeout), not as a criukit bug.
 //
 // The full run (-list all: every test `zdtm.py run -a` runs, minus scripts/zdtm.d/exclude.list,
 // flavor h) takes about an hour on 2 cores; it needs root.
@@ -28,7 +31,21 @@ var (
 	out     = flag.String("out", "", "output dir (default: a new temp dir)")
 	results = flag.String("results", "", "print the table of this earlier output dir and exit")
 	noCodec = flag.Bool("nocodec", false, "skip the codec check of the kept dumps")
+	rerun   = flag.Bool("rerun", true, "run every failed test once more, alone, after the run")
 )
+
+// rerunFails runs each "test\tmode" again into dir/rerun (one at a time).
+func rerunFails(repo, dir string, fl []string) error {
+	for _, tm := range fl {
+		t, m, _ := strings.Cut(tm, "\t")
+		cmd := exec.Command(filepath.Join(repo, "scripts/zdtm"), "run", "-m", m, "-o", filepath.Join(dir, "rerun"), t)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func main() {
 	flag.Parse()
@@ -59,6 +76,22 @@ func main() {
 	rs, err := zdtm.ReadResults(filepath.Join(dir, "results.tsv"), keep)
 	if err != nil {
 		fail(err)
+	}
+	if *rerun && *results == "" {
+		// every failed run once more, alone (-j 1): tells load-induced failures (zdtm's start-up
+		// alarm, criu's freeze timeout) from real ones
+		var fl []string
+		for _, r := range rs {
+			if r.Status == "FAIL" {
+				fl = append(fl, r.Test+"\t"+r.Mode)
+			}
+		}
+		if err := rerunFails(repo, dir, fl); err != nil {
+			fmt.Fprintln(os.Stderr, "rerun:", err)
+		}
+	}
+	if again, err := zdtm.ReadResults(filepath.Join(dir, "rerun", "results.tsv"), keep); err == nil {
+		rs = zdtm.MergeRerun(rs, again)
 	}
 	zdtm.WriteTable(os.Stdout, rs)
 	regs := zdtm.Regressions(rs)
