@@ -122,14 +122,17 @@ func TestZdtmCI(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c Corpus
+	var stock []string
 	for _, d := range dirs {
-		if !strings.HasSuffix(filepath.Base(d), ".stock") {
-			continue
+		if strings.HasSuffix(filepath.Base(d), ".stock") {
+			stock = append(stock, d)
 		}
-		r, err := CheckDir(d, CodecOptions{Python: DefaultPython})
-		if err != nil {
-			t.Fatal(err)
-		}
+	}
+	reps, err := CheckDirs(stock, CodecOptions{Python: DefaultPython})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
 		c.Add(r)
 	}
 	var cb strings.Builder

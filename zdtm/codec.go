@@ -79,17 +79,48 @@ func (r *DirReport) problem(f string, a ...any) {
 // pagemap read back through image.Memory with the pages file sizes matching. Problems are
 // collected, not returned as an error; the error is for an unreadable directory.
 func CheckDir(dir string, o CodecOptions) (*DirReport, error) {
+	rs, err := CheckDirs([]string{dir}, o)
+	if err != nil {
+		return nil, err
+	}
+	return rs[0], nil
+}
+
+// critItem is one image to compare with crit: our JSON, and the report it belongs to.
+type critItem struct {
+	r     *DirReport
+	magic string
+	js    []byte
+}
+
+// CheckDirs is CheckDir of many dirs with one crit (Python) process for all of them.
+func CheckDirs(dirs []string, o CodecOptions) ([]*DirReport, error) {
+	var out []*DirReport
+	items := map[string]critItem{}
+	var files []string
+	for _, d := range dirs {
+		r, err := checkDir(d, items, &files)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if o.Python != "" && len(files) > 0 {
+		if err := compareCrit(o.Python, files, items); err != nil {
+			for _, r := range out {
+				r.problem("crit: %v", err)
+			}
+		}
+	}
+	return out, nil
+}
+
+func checkDir(dir string, forCrit map[string]critItem, critFiles *[]string) (*DirReport, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	r := &DirReport{Dir: dir, KnownDiffs: map[string]int{}, X: map[string]string{}}
-	type ours struct {
-		magic string
-		js    []byte
-	}
-	forCrit := map[string]ours{}
-	var critFiles []string
 	for _, e := range ents {
 		name := e.Name()
 		if !e.Type().IsRegular() || skipName(name) {
@@ -140,14 +171,9 @@ func CheckDir(dir string, o CodecOptions) (*DirReport, error) {
 				r.InfoOK++
 			}
 			if js, err := critjson.Marshal(img, critjson.Options{}); err == nil {
-				forCrit[p] = ours{d.Magic, js}
-				critFiles = append(critFiles, p)
+				forCrit[p] = critItem{r, d.Magic, js}
+				*critFiles = append(*critFiles, p)
 			}
-		}
-	}
-	if o.Python != "" && len(critFiles) > 0 {
-		if err := compareCrit(r, o.Python, critFiles, func(p string) (string, []byte) { x := forCrit[p]; return x.magic, x.js }); err != nil {
-			r.problem("crit: %v", err)
 		}
 	}
 	if _, err := image.ReadDir(dir); err != nil {
@@ -158,7 +184,7 @@ func CheckDir(dir string, o CodecOptions) (*DirReport, error) {
 	return r, nil
 }
 
-func compareCrit(r *DirReport, python string, files []string, ours func(string) (string, []byte)) error {
+func compareCrit(python string, files []string, items map[string]critItem) error {
 	cmd := exec.Command(python, append([]string{"-c", critBatch}, files...)...)
 	cmd.Env = append(os.Environ(), "PYTHONPATH=", "PYTHONDONTWRITEBYTECODE=1")
 	var stderr bytes.Buffer
@@ -180,15 +206,18 @@ func compareCrit(r *DirReport, python string, files []string, ours func(string) 
 			Error string          `json:"error"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			r.problem("crit: bad output line: %v", err)
-			continue
+			return fmt.Errorf("bad output line: %v", err)
 		}
+		it, ok := items[line.File]
+		if !ok {
+			return fmt.Errorf("output for a file not asked for: %s", line.File)
+		}
+		r, magic, js := it.r, it.magic, it.js
 		name := filepath.Base(line.File)
 		if !line.OK {
 			r.CritFails++
 			continue
 		}
-		magic, js := ours(line.File)
 		diffs, err := critjson.CompareCrit(magic, line.JSON, js)
 		if err != nil {
 			r.problem("%s: compare with crit: %v", name, err)

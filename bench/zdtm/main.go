@@ -108,11 +108,11 @@ func main() {
 		return
 	}
 	var c zdtm.Corpus
-	for _, d := range dirs {
-		r, err := zdtm.CheckDir(d, zdtm.CodecOptions{Python: zdtm.DefaultPython})
-		if err != nil {
-			fail(err)
-		}
+	reps, err := zdtm.CheckDirs(dirs, zdtm.CodecOptions{Python: zdtm.DefaultPython})
+	if err != nil {
+		fail(err)
+	}
+	for _, r := range reps {
 		c.Add(r)
 	}
 	fmt.Printf("\ncodec corpus check of every kept dump dir (all modes):\n")

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/criukit/criukit/zdtm"
 	"github.com/spf13/cobra"
@@ -65,15 +64,12 @@ var zdtmCodecCmd = &cobra.Command{
 			o.Python = ""
 		}
 		var c zdtm.Corpus
-		for i, d := range dirs {
-			r, err := zdtm.CheckDir(d, o)
-			if err != nil {
-				return err
-			}
+		rs, err := zdtm.CheckDirs(dirs, o)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
 			c.Add(r)
-			if !zdtmCodecFlags.json && len(dirs) > 20 && (i+1)%50 == 0 {
-				fmt.Fprintf(os.Stderr, "codec: %d/%d dirs\n", i+1, len(dirs))
-			}
 		}
 		if zdtmCodecFlags.json {
 			enc := json.NewEncoder(cmd.OutOrStdout())

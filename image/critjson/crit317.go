@@ -43,6 +43,7 @@ var Crit317Diffs = []KnownDiff{
 	{"FILES", "entries[*].isk.tcp_opts", "ours-only", "newer inet socket options (tcp_opts)"},
 	{"MEMFD_INODE", "entries[*].mode", "ours-only", "newer memfd field"},
 	{"NETNS", "entries[*].ipv4_sysctl", "ours-only", "newer netns field"},
+	{"*", "entries[*]*._unknown", "ours-only", "protobuf fields unknown even to criukit's (CRIU 4.2) protos, e.g. of a patched CRIU: kept as base64, crit drops them"},
 	{"IPCNS_SHM", "entries[*].extra", "value", "in_pagemaps segments have no inline data: crit reads the next entry's bytes as data"},
 }
 
