@@ -18,7 +18,9 @@ import (
 // restorer reads its pages with preadv straight from the process' own pages file (criu/mem.c
 // premap_priv_vmas skips them, restore_priv_vma_content enqueues the iovec), and it cannot follow a
 // PE_PARENT entry there. A deduped page inside such a mapping makes the restorer's preadv return 0
-// forever: the restore hangs (zdtm static/maps10: parent and child share private huge pages).
+// forever: the restore hangs (zdtm static/maps10: parent and child share private huge pages). The
+// endless loop is itself a CRIU bug worth reporting: criu/pie/restorer.c (4.2.1, the vma_ios loop
+// around preadv_limited) fails on r < 0 but retries r == 0 (end of the pages file) forever.
 // So pages inside MAP_HUGETLB mappings are always stored in the process' own pages file; they
 // may still be the source of other processes' (regular) pages.
 
