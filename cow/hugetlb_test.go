@@ -148,4 +148,3 @@ func TestLiveHugetlbDedup(t *testing.T) {
 		})
 	}
 }
-
