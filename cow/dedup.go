@@ -416,6 +416,11 @@ func dedupInto(ctx context.Context, src, out string, opt Options) (res *Result, 
 			in.Close()
 			return nil, err
 		}
+		if w.huge, err = hugetlbFromImages(src, t.pid); err != nil {
+			in.Close()
+			w.abort()
+			return nil, err
+		}
 		r := bufio.NewReaderSize(in, 1<<20)
 		var inIdx int64
 		for _, e := range pents {

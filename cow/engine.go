@@ -78,6 +78,8 @@ type procWriter struct {
 	sib      int        // the sibling that came just before (-1: none)
 	scur     int        // cursor into its vas
 	fcur     int        // cursor into frames
+	huge     []vrange   // MAP_HUGETLB mappings: their pages are always stored (see hugetlb.go)
+	hcur     int        // cursor into huge
 }
 
 func (w *procWriter) isUsed(l loc) bool {
@@ -202,9 +204,10 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte, hint 
 	var h uint64
 	hashed := false
 	key, hasKey := w.frameOf(va)
-	if hint != nil && w.nullZone > 0 {
+	huge := len(w.huge) > 0 && inRanges(w.huge, &w.hcur, va)
+	if hint != nil && w.nullZone > 0 && !huge {
 		cand, found = *hint, true
-	} else if w.nullZone > 0 {
+	} else if w.nullZone > 0 && !huge {
 		if hasKey {
 			if l, ok := d.frameIndex.get(key); ok && l.proc != w.me && w.same(l, buf) {
 				cand, found = l, true

@@ -32,6 +32,7 @@ type PageServer struct {
 	d     *deduper
 	ppids map[int]int
 	tree  map[int]int // image pid -> real pid, for the frame snapshot (SetTree)
+	real  map[int]int // image pid -> real pid, for the MAP_HUGETLB mappings (SetPids)
 	recvd int64       // bytes of pages received
 	// Skipped counts pages not copied out of the socket (their frame was received before).
 	Skipped int64
@@ -40,6 +41,11 @@ type PageServer struct {
 // SetTree gives the server the dumped tree (image pid -> pid in our pid namespace), so that pages
 // sharing a frame with a page already received are spliced away instead of copied and compared.
 func (s *PageServer) SetTree(tree map[int]int) { s.tree = tree }
+
+// SetPids gives the server the dumped tree's pids (image pid -> pid in our pid namespace) without
+// the frame snapshot: the pages of MAP_HUGETLB mappings, read from /proc/PID/smaps, are then never
+// deduped (CRIU restores them from the process' own pages file only; see hugetlb.go).
+func (s *PageServer) SetPids(tree map[int]int) { s.real = tree }
 
 // NewPageServer writes pagemaps and pages into dir (the dump's images directory). ppids maps image
 // pids to their tree parent (optional: same-address matches in the tree parent are tried first).
@@ -131,6 +137,11 @@ func (s *PageServer) Serve(c io.ReadWriter) error {
 				curPid = int(id)
 				if cur, err = s.d.begin(curPid, s.ppids[curPid], nextID, like, true); err != nil {
 					return err
+				}
+				if rp, ok := s.real[curPid]; ok {
+					if cur.huge, err = hugetlbFromProc(rp); err != nil {
+						return err
+					}
 				}
 			case pageproto.TypeShmem:
 				f, err := os.OpenFile(filepath.Join(s.dir, pagesName(nextID)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -226,6 +237,7 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 	if err != nil {
 		return nil, err
 	}
+	s.SetPids(tree)
 	if !opt.NoFrames {
 		s.SetTree(tree)
 	}

@@ -2,13 +2,9 @@ package critjson_test
 
 import (
 	"bytes"
-	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -109,97 +105,8 @@ func TestPagesRefused(t *testing.T) {
 	t.Fatal("no pages file in the corpus")
 }
 
-// knownDiff is an accepted difference between crit 3.17's JSON and ours.
-type knownDiff struct {
-	magic string // image magic ("*" any)
-	path  string // JSON path, [*] for any index; path.Match syntax
-	kind  string // "ours-only": key missing in crit; "crit-only"; "value": both have it, values differ
-	why   string
-}
-
-// The differences between crit 3.17 and criukit on CRIU 4.2 images. A difference not listed fails.
-var knownDiffs = []knownDiff{
-	{"CORE", "entries[*].thread_core.cg_set", "ours-only", "field newer than crit 3.17's core.proto: crit drops unknown fields"},
-	{"CORE", "entries[*].thread_core.creds.cap_amb", "ours-only", "newer field (ambient capabilities)"},
-	{"CORE", "entries[*].thread_info.fpregs.xsave.cet", "ours-only", "newer field (CET shadow-stack state, CPUs with CET user): crit 3.17 drops it"},
-	{"INVENTORY", "entries[*].plugins_entry", "ours-only", "newer inventory field"},
-	{"INVENTORY", "entries[*].dump_criu_run_id", "ours-only", "newer inventory field"},
-	{"INVENTORY", "entries[*].network_lock_method", "ours-only", "newer inventory field"},
-	{"INVENTORY", "entries[*].allow_uprobes", "ours-only", "newer inventory field"},
-	{"PAGEMAP", "entries[*].nr_pages", "value", "CRIU 4.2 moved the page count to field 5 (nr_pages); crit 3.17 names field 2 nr_pages and shows its 0"},
-	{"PAGEMAP", "entries[*].compat_nr_pages", "ours-only", "field 2 is compat_nr_pages in CRIU 4.2's pagemap.proto"},
-	{"FDINFO", "entries[*].type", "ours-only", "fd type PIDFD (20) is unknown to crit 3.17: Python protobuf drops unknown enum values"},
-	{"FILES", "entries[*].type", "ours-only", "file type PIDFD (20), unknown to crit 3.17"},
-	{"FILES", "entries[*].pidfd", "ours-only", "pidfd_entry is newer than crit 3.17"},
-	{"FILES", "entries[*].isk.ip_opts.ttl", "ours-only", "newer inet socket option"},
-	{"FILES", "entries[*].isk.tcp_opts", "ours-only", "newer inet socket options (tcp_opts)"},
-	{"MEMFD_INODE", "entries[*].mode", "ours-only", "newer memfd field"},
-	{"NETNS", "entries[*].ipv4_sysctl", "ours-only", "newer netns field"},
-	{"IPCNS_SHM", "entries[*].extra", "value", "in_pagemaps segments have no inline data: crit reads the next entry's bytes as data"},
-}
-
-func allowed(magic, p, kind string) bool {
-	for _, k := range knownDiffs {
-		if (k.magic == magic || k.magic == "*") && k.kind == kind {
-			pat := strings.NewReplacer("[", `\[`, "]", `\]`).Replace(k.path)
-			if ok, _ := path.Match(pat, p); ok {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-var indexRE = regexp.MustCompile(`\[\d+\]`)
-
-func jsonDiff(a, b any, p string, out *[]string) {
-	switch x := a.(type) {
-	case map[string]any:
-		y, ok := b.(map[string]any)
-		if !ok {
-			*out = append(*out, "value "+p)
-			return
-		}
-		for k, v := range x {
-			if w, ok := y[k]; ok {
-				jsonDiff(v, w, p+"."+k, out)
-			} else {
-				*out = append(*out, "crit-only "+p+"."+k)
-			}
-		}
-		for k := range y {
-			if _, ok := x[k]; !ok {
-				*out = append(*out, "ours-only "+p+"."+k)
-			}
-		}
-	case []any:
-		y, ok := b.([]any)
-		if !ok || len(x) != len(y) {
-			*out = append(*out, "value "+p)
-			return
-		}
-		for i := range x {
-			jsonDiff(x[i], y[i], fmt.Sprintf("%s[%d]", p, i), out)
-		}
-	default:
-		if fmt.Sprint(a) != fmt.Sprint(b) {
-			*out = append(*out, "value "+p)
-		}
-	}
-}
-
-func decodeJSON(t *testing.T, b []byte) any {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		t.Fatalf("bad JSON: %v", err)
-	}
-	return v
-}
-
 // TestCritCompat compares our JSON with Python crit 3.17's (/usr/bin/crit) for every corpus image
-// crit can decode, plain and --pretty. Every difference must be in knownDiffs.
+// crit can decode, plain and --pretty. Every difference must be in critjson.Crit317Diffs.
 func TestCritCompat(t *testing.T) {
 	crit := "/usr/bin/crit"
 	if _, err := os.Stat(crit); err != nil {
@@ -241,19 +148,19 @@ func TestCritCompat(t *testing.T) {
 			if bytes.Equal(bytes.TrimSpace(want), got) {
 				continue
 			}
-			var diffs []string
-			jsonDiff(decodeJSON(t, want), decodeJSON(t, got), "", &diffs)
-			sort.Strings(diffs)
+			diffs, err := critjson.CompareCrit(d.Magic, want, got)
+			if err != nil {
+				t.Errorf("%s (pretty=%v): %v", name, pretty, err)
+				continue
+			}
 			if len(diffs) == 0 {
 				// same data, different text: key order, escaping or spacing differ from crit's
 				t.Errorf("%s (pretty=%v): JSON text differs from crit's although the data is equal", name, pretty)
 			}
 			for _, df := range diffs {
-				kind, p0, _ := strings.Cut(df, " ")
-				np := strings.TrimPrefix(indexRE.ReplaceAllString(p0, "[*]"), ".")
-				seen[d.Magic+" "+kind+" "+np] = true
-				if !allowed(d.Magic, np, kind) {
-					t.Errorf("%s (pretty=%v): unexpected difference from crit: %s %s", name, pretty, kind, p0)
+				seen[d.Magic+" "+df.Kind+" "+df.Generic()] = true
+				if !df.Known {
+					t.Errorf("%s (pretty=%v): unexpected difference from crit: %s %s", name, pretty, df.Kind, df.Path)
 				}
 			}
 		}
@@ -264,7 +171,7 @@ func TestCritCompat(t *testing.T) {
 		acc = append(acc, k)
 	}
 	sort.Strings(acc)
-	t.Logf("differences seen (all in knownDiffs unless reported above):\n%s", strings.Join(acc, "\n"))
+	t.Logf("differences seen (all in critjson.Crit317Diffs unless reported above):\n%s", strings.Join(acc, "\n"))
 }
 
 func lastLine(s string) string {

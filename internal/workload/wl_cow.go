@@ -27,8 +27,9 @@ const (
 var CowModes = []string{CowPlain, CowMremap1, CowMremapBig, CowDiv10, CowParentDiv50}
 
 func init() {
-	// cow [-mib N] [-children K] [-mode M]: N MiB of private anonymous memory filled with
-	// pseudo-random data, then K forked children (real fork, so the memory is shared copy-on-write).
+	// cow [-mib N] [-children K] [-mode M] [-hugetlb]: N MiB of private anonymous memory (huge
+	// pages with -hugetlb) filled with pseudo-random data, then K forked children (real fork, so
+	// the memory is shared copy-on-write).
 	// The check answers "ok root=<sum> c0=<sum> ..." with an FNV-1a checksum of each process'
 	// region walked in the original page order (moved pages included).
 	Register("cow", runCow)
@@ -164,6 +165,7 @@ func runCow(c *Ctx) error {
 	mib := fs.Int("mib", 8, "MiB of private anonymous memory")
 	kids := fs.Int("children", 3, "number of forked children")
 	mode := fs.String("mode", CowPlain, "variant: "+strings.Join(CowModes, ", "))
+	hugetlb := fs.Bool("hugetlb", false, "map the region with MAP_HUGETLB (2 MiB pages; -mib rounded up to even; needs vm.nr_hugepages)")
 	if err := fs.Parse(c.Args); err != nil {
 		return err
 	}
@@ -175,11 +177,18 @@ func runCow(c *Ctx) error {
 		return fmt.Errorf("cow: bad arguments (-mib %d -children %d -mode %q; modes %v)", *mib, *kids, *mode, CowModes)
 	}
 	size := *mib << 20
-	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return fmt.Errorf("cow: mmap %d MiB: %w", *mib, err)
+	flags := unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	if *hugetlb {
+		size = (*mib + 1) / 2 * 2 << 20
+		flags |= unix.MAP_HUGETLB
 	}
-	_ = unix.Madvise(mem, unix.MADV_NOHUGEPAGE)
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, flags)
+	if err != nil {
+		return fmt.Errorf("cow: mmap %d MiB (hugetlb %v): %w", size>>20, *hugetlb, err)
+	}
+	if !*hugetlb {
+		_ = unix.Madvise(mem, unix.MADV_NOHUGEPAGE)
+	}
 	x := uint64(0x9E3779B97F4A7C15)
 	for o := 0; o < size; o += 8 {
 		x ^= x << 13
