@@ -123,7 +123,7 @@ func imageCow(t *testing.T, dir string) (cowPages int64, cowSrc int) {
 			}
 			for _, en := range img.Entries[1:] {
 				pe := en.Msg.(*pagemap.PagemapEntry)
-				if image.PagemapFlags(pe)&peCow != 0 {
+				if image.PagemapFlags(pe)&PECow != 0 {
 					cowPages += int64(image.NrPages(pe))
 				}
 			}
@@ -143,8 +143,6 @@ func imageCow(t *testing.T, dir string) (cowPages int64, cowSrc int) {
 	}
 	return
 }
-
-const peCow = 8 // PE_COW, criu-patches/0002
 
 // countField counts occurrences of field num in a message's unknown bytes.
 func countField(b []byte, num protowire.Number) int {
@@ -224,6 +222,33 @@ func TestLivePatchedCriu(t *testing.T) {
 					t.Errorf("stock restore of %s: ΣPss %s, patched %s: the test does not show the patch (want stock >= patched + %d MiB)",
 						mode, Human(pssStkOfPat), Human(pssPat), mib/2)
 				}
+			}
+
+			// criukit's dedup page server behind the patched CRIU: PE_COW survives on the PE_PARENT
+			// entries, so the patched restore reads almost nothing of the children; stock restores it too.
+			p3 := harness.Start(t, "cow", harness.WithArgs("-mib", fmt.Sprint(mib), "-children", fmt.Sprint(kids), "-mode", mode))
+			before3 := p3.Check(t)
+			tree3 := treeOf(p3.Pid)
+			psDir := filepath.Join(base, "pageserver")
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			_, err := DumpDedupPageServer(ctx, p3.Pid, criurun.Opts{Criu: patched, ImagesDir: psDir, LogFile: psDir + ".dump.log",
+				Args: []string{"--network-lock", "skip", "--leave-running"}}, Options{})
+			cancel()
+			if err != nil {
+				t.Fatalf("page-server dump with the patched CRIU: %v", err)
+			}
+			p3.Kill()
+			waitGone(t, tree3)
+			if c, _ := imageCow(t, psDir); c < int64(kids)*mib<<20/4096*9/10 {
+				t.Errorf("page-server dump by the patched CRIU: %d PE_COW pages left after dedup, want >= 90%% of %d MiB x %d", c, mib, kids)
+			}
+			sumPS, pssPS := restoreWith(t, patched, p3, psDir)
+			sumPSStock, _ := restoreWith(t, stock, p3, psDir)
+			if sumPS != before3 || sumPSStock != before3 {
+				t.Errorf("page-server dump by the patched CRIU: checksums differ\n before:          %s\n patched restore: %s\n stock restore:   %s", before3, sumPS, sumPSStock)
+			}
+			if limit := pssBefore + pssBefore/10 + 4<<20; pssPS > limit {
+				t.Errorf("page-server dump by the patched CRIU, patched restore: ΣPss %s, before %s: sharing lost", Human(pssPS), Human(pssBefore))
 			}
 
 			// criukit-deduped images (cow dedup of the stock dump) restore with the patched CRIU too.
