@@ -13,6 +13,11 @@ func (r *Report) cowPatches(o Options) {
 	if o.NoCriu || r.Criu == "" {
 		return
 	}
+	// A CRIU older than 4.2 cannot start here (old-criu-* findings): its checks are not trusted,
+	// and the patches exist for 4.2 only.
+	if maj, min := parseMajMin(r.CriuVersion); maj < 4 || maj == 4 && min < 2 {
+		return
+	}
 	f := criurun.Cow(r.Criu)
 	const need = "forked trees whose children moved or split shared memory to restore shared (criukit dump --cow, restore)"
 	r.Features = append(r.Features,
