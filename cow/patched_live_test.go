@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,6 +35,27 @@ func patchedCriu(t *testing.T) string {
 		testenv.Unavailable(t, "%s lacks criukit's COW patches (has: %s); rebuild it with scripts/build-criu", p, f)
 	}
 	return p
+}
+
+// stockCriu returns a CRIU without criukit's patches (the comparison baseline): harness.Criu's
+// choice, or /usr/local/sbin/criu when CRIUKIT_CRIU points the whole suite at the patched one.
+func stockCriu(t *testing.T) string {
+	t.Helper()
+	c := harness.Criu(t)
+	if !criurun.Cow(c).Any() {
+		return c
+	}
+	for _, cand := range criurun.Candidates {
+		p, err := exec.LookPath(cand)
+		if err != nil {
+			continue
+		}
+		if v, err := criurun.Version(p); err == nil && strings.HasPrefix(v, "4.") && !criurun.Cow(p).Any() {
+			return p
+		}
+	}
+	testenv.Unavailable(t, "a stock CRIU >= 4.2 to compare the patched one with (%s has the patches)", c)
+	return ""
 }
 
 func treePss(pids []int) int64 {
@@ -171,7 +193,7 @@ func countField(b []byte, num protowire.Number) int {
 // equal after every restore, and images cross both ways (stock restores patched images, patched
 // restores stock and criukit-deduped images).
 func TestLivePatchedCriu(t *testing.T) {
-	stock := harness.Criu(t)
+	stock := stockCriu(t)
 	patched := patchedCriu(t)
 	const mib, kids = 16, 3
 	for _, mode := range []string{workload.CowPlain, workload.CowMremap1, workload.CowMremapBig} {
