@@ -148,7 +148,7 @@ func main() {
 		fmt.Println()
 		fmt.Println("stock CRIU vs CRIU with criukit's COW patches (" + patched + "), same tree, plain dumps:")
 		tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "variant\tΣPss before\tΣPss after stock / patched\tpatched vs before\tdump s stock / patched\twarm restore s stock / patched\tcold restore s stock / patched\tchecksums\tpage-server dump restored by patched: ΣPss, checksums\t")
+		fmt.Fprintln(tw, "variant\tΣPss before\tΣPss after stock / patched\tpatched vs before\tdump s stock / patched\twarm restore s stock / patched\tcold restore s stock / patched\tchecksums\tstock page-server dump restored by patched: ΣPss, checksums\t")
 		for _, r := range rows {
 			if r.err != nil {
 				fmt.Fprintf(tw, "%s\tERROR: %v\t\n", r.mode, r.err)
