@@ -132,6 +132,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	r.criu(ctx, o)
 	r.kernelFeatures(ctx, o)
+	r.cowPatches(o)
 	if o.Pid > 0 {
 		if err := r.tree(o); err != nil {
 			return r, err

@@ -5,6 +5,11 @@
 // before/after every restore. Dumps are timed -reps times each, alternating which kind goes first,
 // and the fastest of each kind is shown. Needs root and CRIU >= 4.2.
 //
+// With CRIU built by scripts/build-criu (criukit's COW patches, docs/cow-criu.md) a third kind
+// runs beside them: a plain dump by the patched CRIU restored by the patched CRIU (-patched PATH;
+// default $CRIUKIT_CRIU_COW or /opt/criukit/criu-cow/sbin/criu; -patched none to skip). The
+// page-server dump is also restored by the patched CRIU (checksums and ΣPss, last column).
+//
 //	go run ./bench/cow                   # 100 MiB x 10, all variants
 //	go run ./bench/cow -big              # 1 GiB x 10
 //	go run ./bench/cow -mib 20 -children 4 -modes plain,parentdiv50 -cold=false
@@ -49,7 +54,11 @@ type row struct {
 	psDumpS                   float64
 	psBytes                   int64
 	levels                    int
-	err                       error
+	// patched CRIU: its own dump and restore, and its restore of the page-server dump
+	patDumpS, warmPat, coldPat float64
+	pssPat, pssDedupPat        int64
+	sumsPat, sumsDedupPat      string
+	err                        error
 }
 
 func main() {
@@ -69,6 +78,7 @@ func main() {
 	work := flag.String("work", "", "scratch directory (default: a temp dir, removed at the end)")
 	flag.IntVar(&reps, "reps", 2, "dumps of each kind per variant, alternating which goes first (the fastest is kept)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of criukit's side of the page-server dumps to this file")
+	patchedFlag := flag.String("patched", "", "CRIU with criukit's COW patches (default $CRIUKIT_CRIU_COW or "+criurun.CowDefaultBin+" if it has them; none: skip)")
 	flag.Parse()
 	if *big {
 		*mib = 1024
@@ -85,10 +95,28 @@ func main() {
 		}
 		defer os.RemoveAll(base)
 	}
+	patched := *patchedFlag
+	switch patched {
+	case "none":
+		patched = ""
+	case "":
+		if p := os.Getenv(criurun.EnvCriuCow); p != "" {
+			patched = p
+		} else if _, err := os.Stat(criurun.CowDefaultBin); err == nil {
+			patched = criurun.CowDefaultBin
+		}
+	}
+	if patched != "" {
+		f := criurun.Cow(patched)
+		if !f.Any() {
+			fatal(fmt.Errorf("%s has none of criukit's COW patches (criu check --feature %s); build it with scripts/build-criu or pass -patched none", patched, criurun.FeatureCowMovedVMAs))
+		}
+		fmt.Printf("patched CRIU: %s (%s)\n", patched, f)
+	}
 	fmt.Printf("criukit cow bench: %d MiB x %d children, criu %s (%s)\n", *mib, *kids, ver, criu)
 	var rows []row
 	for _, m := range strings.Split(*modes, ",") {
-		r := runOne(criu, filepath.Join(base, m), m, *mib, *kids, *cold)
+		r := runOne(criu, patched, filepath.Join(base, m), m, *mib, *kids, *cold)
 		if r.err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", m, r.err)
 		}
@@ -116,6 +144,34 @@ func main() {
 			r.dumpS, r.psDumpS, r.dumpS/r.psDumpS, r.dedupS, r.warmStock, r.warmDedup, coldS, cow.Human(r.pssStock), cow.Human(r.pssDedup), sums)
 	}
 	tw.Flush()
+	if patched != "" {
+		fmt.Println()
+		fmt.Println("stock CRIU vs CRIU with criukit's COW patches (" + patched + "), same tree, plain dumps:")
+		tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "variant\tΣPss before\tΣPss after stock / patched\tpatched vs before\tdump s stock / patched\twarm restore s stock / patched\tcold restore s stock / patched\tchecksums\tstock page-server dump restored by patched: ΣPss, checksums\t")
+		for _, r := range rows {
+			if r.err != nil {
+				fmt.Fprintf(tw, "%s\tERROR: %v\t\n", r.mode, r.err)
+				continue
+			}
+			sums, dsums := "OK", "OK"
+			if r.sumsStock != r.sum || r.sumsPat != r.sum {
+				sums = "MISMATCH"
+			}
+			if r.sumsDedupPat != r.sum {
+				dsums = "MISMATCH"
+			}
+			coldS := "-"
+			if r.coldPat > 0 {
+				coldS = fmt.Sprintf("%.2f / %.2f", r.coldStock, r.coldPat)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s / %s\t%+.1f%%\t%.2f / %.2f\t%.2f / %.2f\t%s\t%s\t%s, %s\t\n", r.mode, cow.Human(r.pssBefore),
+				cow.Human(r.pssStock), cow.Human(r.pssPat), 100*(float64(r.pssPat)/float64(r.pssBefore)-1), r.dumpS, r.patDumpS,
+				r.warmStock, r.warmPat, coldS, sums, cow.Human(r.pssDedupPat), dsums)
+		}
+		tw.Flush()
+		fmt.Println("patched: criu dump -R and criu restore by the patched CRIU (cow_src for moved VMAs, PE_COW hints); dumps timed like the others.")
+	}
 	fmt.Printf("dump s: criu dump -R, stock vs criukit's dedup page server (criu --page-server --ps-socket, each page stored once as it arrives); fastest of %d each, alternating order.\n", reps)
 	fmt.Println("rewrite s: criukit cow dedup of the stock dump (content matching after the fact). Restores: stock dump vs page-server dump;")
 	fmt.Println("the rewrite's restore is checksum-verified too. ratio / vs frames / levels refer to the page-server dump.")
@@ -239,9 +295,19 @@ func restore(criu, dir, wdir string, coldToo bool) (warm, cold float64, p int64,
 		}
 		killTree(tree)
 	}
+	// Warm: the fastest of -reps restores (the last one is measured and checked).
 	var tree []int
-	if warm, tree, err = once(); err != nil {
-		return
+	for i := range max(reps, 1) {
+		if i > 0 {
+			killTree(tree)
+		}
+		var w float64
+		if w, tree, err = once(); err != nil {
+			return
+		}
+		if warm == 0 || w < warm {
+			warm = w
+		}
 	}
 	time.Sleep(200 * time.Millisecond)
 	p = pss(tree)
@@ -250,7 +316,7 @@ func restore(criu, dir, wdir string, coldToo bool) (warm, cold float64, p int64,
 	return
 }
 
-func runOne(criu, dir, mode string, mib, kids int, coldToo bool) (r row) {
+func runOne(criu, patched, dir, mode string, mib, kids int, coldToo bool) (r row) {
 	r.mode = mode
 	wdir := filepath.Join(dir, "work")
 	if r.err = os.MkdirAll(wdir, 0o755); r.err != nil {
@@ -271,6 +337,7 @@ func runOne(criu, dir, mode string, mib, kids int, coldToo bool) (r row) {
 		return
 	}
 	stock, dd, ps := filepath.Join(dir, "stock"), filepath.Join(dir, "dedup"), filepath.Join(dir, "pageserver")
+	pat := filepath.Join(dir, "patched")
 	// Both dumps leave the tree running (-R), so they see the same memory. Each is timed -reps
 	// times, alternating which goes first (a dump that follows another one's big writes pays for
 	// them), and the fastest run of each is kept.
@@ -278,6 +345,11 @@ func runOne(criu, dir, mode string, mib, kids int, coldToo bool) (r row) {
 	dumpStock := func() (float64, error) {
 		t0 := time.Now()
 		err := criurun.Dump(context.Background(), pid, criurun.Opts{Criu: criu, Verbosity: 2, ImagesDir: stock, LogFile: dir + "/dump.log", Args: args})
+		return time.Since(t0).Seconds(), err
+	}
+	dumpPat := func() (float64, error) {
+		t0 := time.Now()
+		err := criurun.Dump(context.Background(), pid, criurun.Opts{Criu: patched, Verbosity: 2, ImagesDir: pat, LogFile: dir + "/dump-patched.log", Args: args})
 		return time.Since(t0).Seconds(), err
 	}
 	dumpPS := func() (float64, error) {
@@ -307,16 +379,17 @@ func runOne(criu, dir, mode string, mib, kids int, coldToo bool) (r row) {
 		if rep > 0 {
 			_ = os.RemoveAll(stock)
 			_ = os.RemoveAll(ps)
+			_ = os.RemoveAll(pat)
 		}
-		first, second := func() error { return best(&r.dumpS, dumpStock) }, func() error { return best(&r.psDumpS, dumpPS) }
-		if rep%2 == 1 {
-			first, second = second, first
+		kinds := []func() error{func() error { return best(&r.dumpS, dumpStock) }, func() error { return best(&r.psDumpS, dumpPS) }}
+		if patched != "" {
+			kinds = append(kinds, func() error { return best(&r.patDumpS, dumpPat) })
 		}
-		if r.err = first(); r.err != nil {
-			return
-		}
-		if r.err = second(); r.err != nil {
-			return
+		// rotate which kind goes first
+		for k := range kinds {
+			if r.err = kinds[(k+rep)%len(kinds)](); r.err != nil {
+				return
+			}
 		}
 	}
 	killTree(tree)
@@ -337,6 +410,14 @@ func runOne(criu, dir, mode string, mib, kids int, coldToo bool) (r row) {
 	// The post-dump rewrite must restore too (checksums only).
 	if _, _, _, r.sumsRewrite, r.err = restore(criu, dd, wdir, false); r.err != nil {
 		return
+	}
+	if patched != "" {
+		if r.warmPat, r.coldPat, r.pssPat, r.sumsPat, r.err = restore(patched, pat, wdir, coldToo); r.err != nil {
+			return
+		}
+		if _, _, r.pssDedupPat, r.sumsDedupPat, r.err = restore(patched, ps, wdir, false); r.err != nil {
+			return
+		}
 	}
 	return
 }

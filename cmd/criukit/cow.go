@@ -152,6 +152,9 @@ the images directly in the deduped layout:
                                rewrite fails, the stock images stay (exit status 3).
 
 criukit's own options: --via, --content-only, --json. Pre-dump chains, lazy pages and --stream are not supported.
+CRIU with criukit's COW patches (scripts/build-criu, docs/cow-criu.md) is used when installed and
+$CRIUKIT_CRIU is unset: it records where children moved shared memory to, so 'criukit restore'
+(same CRIU) keeps it shared.
 'criukit dump --cow' (the ghost-limit dump command) may call the same code (package cow).`,
 	Example: `  criukit cow dump -t 1234 -D /tmp/imgs
   criukit cow dump --via post-dump -t 1234 -D /tmp/imgs --leave-running
@@ -181,7 +184,7 @@ func runCowDump(cmd *cobra.Command, args []string) error {
 	if via != "page-server" && via != "post-dump" {
 		return fmt.Errorf("cow dump: --via %q: want page-server or post-dump", via)
 	}
-	criu, _, err := criurun.Find()
+	criu, _, _, err := criurun.FindCow() // the COW-patched CRIU when installed (docs/cow-criu.md)
 	if err != nil {
 		return fmt.Errorf("cow dump: %w", err)
 	}

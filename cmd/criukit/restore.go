@@ -22,7 +22,12 @@ When the images directory (-D/--images-dir, default .) was deduped by 'criukit c
                 chain: criu exits 0 but the restored children get zeroed memory;
   --stream      criu-image-streamer cannot follow the parent chain;
   --lazy-pages  lazy restore through the parent chain is not verified.
-Run 'criukit cow materialize DIR OUT' to get a stock directory for those.` + restoreGroupHelp,
+Run 'criukit cow materialize DIR OUT' to get a stock directory for those.
+
+When CRIU with criukit's COW patches is installed (scripts/build-criu: /opt/criukit/criu-cow, or
+$CRIUKIT_CRIU_COW) and $CRIUKIT_CRIU is unset, that CRIU restores: children's memory stays shared
+with their parent even where they moved it (mremap), and pages the dump marked PE_COW are neither
+read nor compared. 'criukit doctor' says which CRIU has which patches.` + restoreGroupHelp,
 	Example: `  criukit restore -D /tmp/imgs.cow -d --pidfile /tmp/pid
   criukit restore -D /tmp/imgs.cow --restore-detached -v4 -o restore.log
   # both ends of a connection, dumped separately and rewritten, into their new netns
@@ -47,7 +52,9 @@ Run 'criukit cow materialize DIR OUT' to get a stock directory for those.` + res
 		if err := cow.CheckRestoreArgs(args); err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
-		criu, _, err := criurun.Find()
+		// The COW-patched CRIU (scripts/build-criu) when installed: it restores every image
+		// stock CRIU does, and keeps forked trees' memory shared (docs/cow-criu.md).
+		criu, _, _, err := criurun.FindCow()
 		if err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}

@@ -1,0 +1,7 @@
+package cow
+
+// PECow is the pagemap flag of criukit's CRIU patch 0002 (criu-patches/, docs/cow-criu.md): the
+// pages share their frame with the parent task's page that restore inherits them from, so the
+// patched CRIU neither reads nor compares them. Stock CRIU ignores it. Deduping keeps it on the
+// PE_PARENT entries that replace such pages; materializing drops it (always safe).
+const PECow = 1 << 3
