@@ -202,16 +202,11 @@ func DumpDedupPageServer(ctx context.Context, pid int, o criurun.Opts, opt Optio
 	if o.ImagesDir == "" {
 		return nil, errors.New("cow dump: no images directory")
 	}
-	dir, err := filepath.Abs(o.ImagesDir)
+	ro, err := o.Resolved("dump.log") // -o relative to the images (work) dir, as criu reads it
 	if err != nil {
 		return nil, err
 	}
-	log := o.LogFile
-	if log == "" {
-		log = filepath.Join(dir, "dump.log")
-	} else if log, err = filepath.Abs(log); err != nil {
-		return nil, err
-	}
+	dir, log := ro.ImagesDir, ro.LogFile
 	criu := o.Criu
 	if criu == "" {
 		if criu, _, err = criurun.Find(); err != nil {

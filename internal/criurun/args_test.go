@@ -72,3 +72,27 @@ func FuzzParseArgs(f *testing.F) {
 		}
 	})
 }
+
+// A relative -o is relative to the work dir, which defaults to the images dir (as CRIU reads it):
+// zdtm passes `-D DIR -o dump.log` and reads DIR/dump.log.
+func TestRelativeLogFile(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		log  string
+		want string
+	}{
+		{nil, "dump.log", "/imgs/dump.log"},
+		{nil, "/var/log/x.log", "/var/log/x.log"},
+		{[]string{"-W", "/work"}, "dump.log", "/work/dump.log"},
+		{[]string{"--work-dir=/w2"}, "d.log", "/w2/d.log"},
+		{nil, "", "/imgs/restore.log"},
+	} {
+		o := Opts{ImagesDir: "/imgs", LogFile: tc.log, Args: tc.args}
+		if err := o.prepare("restore.log"); err != nil {
+			t.Fatal(err)
+		}
+		if o.LogFile != tc.want {
+			t.Errorf("-o %q with %v: log at %q, want %q", tc.log, tc.args, o.LogFile, tc.want)
+		}
+	}
+}

@@ -223,6 +223,13 @@ func (o *Opts) command(ctx context.Context, op string, args []string) (*exec.Cmd
 	return cmd, nil
 }
 
+// Resolved returns o with an absolute images dir and log file, as criu will use them: an empty log
+// is ImagesDir/defLog, a relative one is relative to the work dir (-W in Args, else the images dir).
+func (o Opts) Resolved(defLog string) (Opts, error) {
+	err := o.prepare(defLog)
+	return o, err
+}
+
 func (o *Opts) prepare(defLog string) error {
 	if o.ImagesDir == "" {
 		return fmt.Errorf("criurun: no images directory given")
@@ -234,10 +241,32 @@ func (o *Opts) prepare(defLog string) error {
 	o.ImagesDir = abs
 	if o.LogFile == "" {
 		o.LogFile = filepath.Join(abs, defLog)
-	} else if o.LogFile, err = filepath.Abs(o.LogFile); err != nil {
-		return err
+	} else if !filepath.IsAbs(o.LogFile) {
+		// as CRIU reads -o: relative to the work dir (-W), which defaults to the images dir
+		wd := abs
+		if w := argValue(o.Args, "-W", "--work-dir"); w != "" {
+			if wd, err = filepath.Abs(w); err != nil {
+				return err
+			}
+		}
+		o.LogFile = filepath.Join(wd, o.LogFile)
 	}
 	return nil
+}
+
+// argValue returns the value of the last of the named options in args ("-W DIR", "--work-dir DIR",
+// "--work-dir=DIR"), or "".
+func argValue(args []string, short, long string) string {
+	v := ""
+	for i, a := range args {
+		switch {
+		case (a == short || a == long) && i+1 < len(args):
+			v = args[i+1]
+		case strings.HasPrefix(a, long+"="):
+			v = strings.TrimPrefix(a, long+"=")
+		}
+	}
+	return v
 }
 
 func run(cmd *exec.Cmd, op, log string) error {
