@@ -144,14 +144,14 @@ func Save(fd int) (*Snapshot, error) {
 
 	// Addresses and buffers (CRIU takes them from sock_diag and sk_opts).
 	if sa, err := unix.Getsockname(fd); err == nil {
-		s.Src = addrPort(sa)
+		s.Src = AddrPort(sa)
 	} else {
 		return fail("getsockname", err)
 	}
 	// SYN_SENT and CLOSE sockets have no peer name: Dst stays invalid and the caller fills it
 	// in (CRIU takes both addresses from sock_diag).
 	if sa, err := unix.Getpeername(fd); err == nil {
-		s.Dst = addrPort(sa)
+		s.Dst = AddrPort(sa)
 	}
 	if s.SndBuf, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF); err != nil {
 		return fail("getsockopt(SO_SNDBUF)", err)

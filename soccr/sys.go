@@ -77,7 +77,9 @@ func sockaddr(ap netip.AddrPort, family int) unix.Sockaddr {
 	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
 }
 
-func addrPort(sa unix.Sockaddr) netip.AddrPort {
+// AddrPort converts a socket address (v4, or v6 with its zone) to a netip.AddrPort; other kinds give
+// the zero value.
+func AddrPort(sa unix.Sockaddr) netip.AddrPort {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -62,10 +61,10 @@ func libsoccrSave(fd int) (*soccr.Snapshot, error) {
 	}
 	s.InQ, s.OutQ = q[:s.InqLen], q[s.InqLen:]
 	if sa, err := unix.Getsockname(fd); err == nil {
-		s.Src = sockAddrPort(sa)
+		s.Src = soccr.AddrPort(sa)
 	}
 	if sa, err := unix.Getpeername(fd); err == nil {
-		s.Dst = sockAddrPort(sa)
+		s.Dst = soccr.AddrPort(sa)
 	}
 	s.SndBuf, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
 	s.RcvBuf, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
@@ -152,18 +151,4 @@ func lastLines(s string) string {
 		ls = ls[len(ls)-3:]
 	}
 	return strings.Join(ls, " | ")
-}
-
-func sockAddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		ip := netip.AddrFrom16(a.Addr)
-		if a.ZoneId != 0 {
-			ip = ip.WithZone(fmt.Sprint(a.ZoneId))
-		}
-		return netip.AddrPortFrom(ip, uint16(a.Port))
-	}
-	return netip.AddrPort{}
 }
