@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -192,15 +193,6 @@ func flatten(r *Report) map[uint32]*Process {
 	return out
 }
 
-func sortedKeys[V any](m map[uint32]V) []uint32 {
-	ks := make([]uint32, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
-}
-
 // Compare diffs two opened checkpoints (each an archive or an images directory).
 func Compare(ca, cb *ckpt.Checkpoint, o DiffOptions) (*Diff, error) {
 	a, err := openSide(ca)
@@ -220,7 +212,7 @@ func Compare(ca, cb *ckpt.Checkpoint, o DiffOptions) (*Diff, error) {
 
 	// processes
 	pa, pb := flatten(a.r), flatten(b.r)
-	for _, pid := range sortedKeys(pb) {
+	for _, pid := range slices.Sorted(maps.Keys(pb)) {
 		p := pb[pid]
 		q, ok := pa[pid]
 		if !ok {
@@ -268,7 +260,7 @@ func Compare(ca, cb *ckpt.Checkpoint, o DiffOptions) (*Diff, error) {
 			d.ProcessChanges.Unchanged++
 		}
 	}
-	for _, pid := range sortedKeys(pa) {
+	for _, pid := range slices.Sorted(maps.Keys(pa)) {
 		if _, ok := pb[pid]; !ok {
 			p := pa[pid]
 			d.ProcessChanges.Removed = append(d.ProcessChanges.Removed, ProcInfo{pid, p.Comm, p.Cmdline})

@@ -8,10 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/criukit/criukit/image"
@@ -52,21 +53,12 @@ type DirReport struct {
 // XProblem says whether the report's only failures are of the explorers (x ...).
 func (r *DirReport) XFailed() []string {
 	var out []string
-	for _, k := range sortedKeys(r.X) {
+	for _, k := range slices.Sorted(maps.Keys(r.X)) {
 		if r.X[k] != "ok" {
 			out = append(out, k)
 		}
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func (r *DirReport) problem(f string, a ...any) {

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -102,7 +104,7 @@ func (c *Corpus) Write(w io.Writer) {
 	}
 	if len(c.KnownDiffs) > 0 {
 		fmt.Fprintln(w, "known crit 3.17 differences (files):")
-		for _, k := range sortedKeys(c.KnownDiffs) {
+		for _, k := range slices.Sorted(maps.Keys(c.KnownDiffs)) {
 			fmt.Fprintf(w, "  %-70s %d\n", k, c.KnownDiffs[k])
 		}
 	}
