@@ -244,29 +244,20 @@ func (o *Opts) prepare(defLog string) error {
 	} else if !filepath.IsAbs(o.LogFile) {
 		// as CRIU reads -o: relative to the work dir (-W), which defaults to the images dir
 		wd := abs
-		if w := argValue(o.Args, "-W", "--work-dir"); w != "" {
-			if wd, err = filepath.Abs(w); err != nil {
-				return err
+		if p, perr := ParseArgs(o.Args, map[string]bool{"-W": true, "--work-dir": true}); perr == nil {
+			w := p.Own["--work-dir"]
+			if v, ok := p.Own["-W"]; ok {
+				w = v
+			}
+			if w != "" {
+				if wd, err = filepath.Abs(w); err != nil {
+					return err
+				}
 			}
 		}
 		o.LogFile = filepath.Join(wd, o.LogFile)
 	}
 	return nil
-}
-
-// argValue returns the value of the last of the named options in args ("-W DIR", "--work-dir DIR",
-// "--work-dir=DIR"), or "".
-func argValue(args []string, short, long string) string {
-	v := ""
-	for i, a := range args {
-		switch {
-		case (a == short || a == long) && i+1 < len(args):
-			v = args[i+1]
-		case strings.HasPrefix(a, long+"="):
-			v = strings.TrimPrefix(a, long+"=")
-		}
-	}
-	return v
 }
 
 func run(cmd *exec.Cmd, op, log string) error {
