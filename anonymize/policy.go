@@ -218,12 +218,15 @@ func utf16le(s string) []byte {
 }
 
 // scrubSecrets replaces secret values in s (every level, every string of the output).
-func (r *run) scrubSecrets(s string) string {
-	if r.sec == nil || r.sec.Len() == 0 || len(s) < dict.MinLen {
+func (r *run) scrubSecrets(s string) string { return replaceIn(r.sec, s) }
+
+// replaceIn returns s with every value of d that has a replacement replaced (same length).
+func replaceIn(d *dict.Dict, s string) string {
+	if d == nil || d.Len() == 0 || len(s) < dict.MinLen {
 		return s
 	}
 	b := []byte(s)
-	if r.sec.ReplaceBytes(b, len(b)) == 0 {
+	if d.ReplaceBytes(b, len(b)) == 0 {
 		return s
 	}
 	return string(b)

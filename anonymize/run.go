@@ -551,14 +551,10 @@ func (r *run) logName(base string) string {
 // logs' text: the verifier scans those names with the same dictionary. Before the dictionary is
 // built (harvest pass) the name is returned as is.
 func (r *run) mapKnown(name string) string {
-	if r.lvl < Identity || r.d == nil || r.d.Len() == 0 {
+	if r.lvl < Identity {
 		return name
 	}
-	b := []byte(name)
-	if r.d.ReplaceBytes(b, len(b)) == 0 {
-		return name
-	}
-	return string(b)
+	return replaceIn(r.d, name)
 }
 
 // droppedName is how a dropped input's name appears in MANIFEST.json: --secret pieces replaced;
