@@ -24,11 +24,19 @@ import (
 
 // Options of Migrate.
 type Options struct {
-	Pid       int    // root of the tree to move
-	To        string // receiver address host:port (`criukit migrate receive`)
-	DialNetns string // open connections to the receiver from this netns (path; "" = ours)
-	Netns     string // run criu dump through nsenter --net=Netns (the tree's netns)
-	Rounds    int    // dumps in all (>= 1); the last one freezes the tree; default 3
+	Pid int // root of the tree to move
+	// Container is a podman container (name or ID) to move instead of Pid: every round is a
+	// `podman container checkpoint --export` whose criu sends its pages to criukit's relay, and the
+	// receiver restores it with `podman container restore --import` (see container.go).
+	Container string
+	// Podman are podman's global flags for the checkpoints (e.g. --cgroup-manager cgroupfs).
+	Podman []string
+	// ContainerName is the name of the restored container ("" = the source's name).
+	ContainerName string
+	To            string // receiver address host:port (`criukit migrate receive`)
+	DialNetns     string // open connections to the receiver from this netns (path; "" = ours)
+	Netns         string // run criu dump through nsenter --net=Netns (the tree's netns)
+	Rounds        int    // dumps in all (>= 1); the last one freezes the tree; default 3
 	// Converge ends pre-copy early: when a round (after round 0) sends at most this many pages, the
 	// next round is the last. 0: always Rounds rounds.
 	Converge int64
@@ -91,6 +99,8 @@ type Result struct {
 	Dir           string  `json:"dir"`           // directory restored on the receiver (last round, or its flat copy)
 	// Flat says whether a lazy restore used the receiver's rolled-forward flat copy ("used") or why not.
 	Flat string `json:"flat,omitempty"`
+	// Container is the restored podman container's name (--container).
+	Container string `json:"container,omitempty"`
 }
 
 // Migrate moves the tree Options.Pid to the receiver at Options.To in Options.Rounds rounds.
@@ -103,12 +113,19 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	if o.To == "" && o.Dial == nil {
 		return nil, errors.New("migrate: no receiver address (Options.To)")
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.Pid)); err != nil {
-		return nil, fmt.Errorf("migrate: no process %d", o.Pid)
-	}
 	work, cleanup, err := o.setup("criukit-migrate-")
 	if err != nil {
 		return nil, err
+	}
+	if o.Container != "" {
+		if err := o.checkContainer(ctx); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.Pid)); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("migrate: no process %d", o.Pid)
 	}
 	defer cleanup()
 	t0 := time.Now()
@@ -138,9 +155,15 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 				return res, err
 			}
 			ti := time.Now()
-			c, rep, err := call(ctx, o, request{Op: "files", Round: r}, func(c net.Conn) (int64, error) {
+			req, body := request{Op: "files", Round: r}, func(c net.Conn) (int64, error) {
 				return sendTar(c, filepath.Join(work, fmt.Sprintf("round-%d", r)))
-			})
+			}
+			if o.Container != "" {
+				req.Op, body = "container", func(c net.Conn) (int64, error) {
+					return sendFile(c, filepath.Join(work, fmt.Sprintf("round-%d", r), containerArchive))
+				}
+			}
+			c, rep, err := call(ctx, o, req, body)
 			if err != nil {
 				return res, fmt.Errorf("migrate: send round %d's images: %w", r, err)
 			}
@@ -157,7 +180,7 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 				if err != nil {
 					return res, fmt.Errorf("migrate: restore on the receiver: %w", err)
 				}
-				res.Flat = rep.Flat
+				res.Flat, res.Container = rep.Flat, rep.Name
 				if rep.Dir != "" {
 					res.Dir = rep.Dir
 				}
@@ -218,7 +241,8 @@ func (o *Options) afterDump(res *Result) error {
 // restoreOn asks the receiver to restore round r and records the restored pid and times in res.
 func restoreOn(ctx context.Context, o Options, r int, res *Result) (reply, error) {
 	tr := time.Now()
-	_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs, Lazy: o.Lazy}, nil)
+	_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs, Lazy: o.Lazy,
+		Container: o.Container != "", Name: o.ContainerName}, nil)
 	if err != nil {
 		return rep, err
 	}
@@ -305,6 +329,51 @@ func (c *countConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// startCriuDump starts `criu dump` of Options.Pid for one round with its pages on a socketpair
+// (--ps-socket); ours is the relay's end.
+func startCriuDump(ctx context.Context, o Options, dir, log string, final bool) (ours *os.File, wait func() error, out *strings.Builder, abort func(), err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if err := unix.SetNonblock(fds[1], false); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, nil, nil, err
+	}
+	for _, fd := range fds {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+		}
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "page-server"), os.NewFile(uintptr(fds[1]), "criu-ps-socket")
+	args := []string{"dump", "-t", strconv.Itoa(o.Pid), "-D", dir, "-v4", "-o", log}
+	if !slices.ContainsFunc(o.DumpArgs, func(a string) bool { return a == "--network-lock" || strings.HasPrefix(a, "--network-lock=") }) {
+		args = append(args, "--network-lock", "nftables")
+	}
+	args = append(args, o.DumpArgs...)
+	if !final {
+		args = append(args, "--leave-running")
+	}
+	args = append(args, "--page-server", "--ps-socket", "3")
+	var cmd *exec.Cmd
+	if o.Netns != "" {
+		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + o.Netns, "--", o.Criu}, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, o.Criu, args...)
+	}
+	cmd.ExtraFiles = []*os.File{theirs}
+	out = &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		ours.Close()
+		theirs.Close()
+		return nil, nil, nil, nil, err
+	}
+	theirs.Close()
+	return ours, cmd.Wait, out, func() { _ = unix.Shutdown(fds[0], unix.SHUT_RDWR) }, nil
+}
+
 // dumpRound runs criu dump for round r with its pages going through relay to the receiver.
 func dumpRound(ctx context.Context, o Options, work string, r int, final bool, parent coverage, tt *TreeTracker) (RoundStats, coverage, time.Time, error) {
 	st := RoundStats{Round: r, Final: final}
@@ -322,48 +391,25 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 	if _, err := conn.Write(append(b, '\n')); err != nil {
 		return st, nil, time.Time{}, err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return st, nil, time.Time{}, err
-	}
-	if err := unix.SetNonblock(fds[1], false); err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-		return st, nil, time.Time{}, err
-	}
-	for _, fd := range fds {
-		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20) != nil {
-			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
-		}
-	}
-	ours, theirs := os.NewFile(uintptr(fds[0]), "page-server"), os.NewFile(uintptr(fds[1]), "criu-ps-socket")
-	log := filepath.Join(dir, "dump.log")
-	args := []string{"dump", "-t", strconv.Itoa(o.Pid), "-D", dir, "-v4", "-o", log}
-	if !slices.ContainsFunc(o.DumpArgs, func(a string) bool { return a == "--network-lock" || strings.HasPrefix(a, "--network-lock=") }) {
-		args = append(args, "--network-lock", "nftables")
-	}
-	args = append(args, o.DumpArgs...)
-	if !final {
-		args = append(args, "--leave-running")
-	}
-	args = append(args, "--page-server", "--ps-socket", "3")
-	var cmd *exec.Cmd
-	if o.Netns != "" {
-		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + o.Netns, "--", o.Criu}, args...)...)
-	} else {
-		cmd = exec.CommandContext(ctx, o.Criu, args...)
-	}
-	cmd.ExtraFiles = []*os.File{theirs}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
 	began := time.Now()
 	var frozenAt time.Time
-	if err := cmd.Start(); err != nil {
-		ours.Close()
-		theirs.Close()
+	var (
+		ours  *os.File
+		wait  func() error
+		out   *strings.Builder
+		abort func()
+	)
+	log := filepath.Join(dir, "dump.log")
+	if o.Container != "" {
+		if ours, wait, out, err = startContainerDump(ctx, o, dir, final); err != nil {
+			return st, nil, time.Time{}, err
+		}
+		fd := int(ours.Fd())
+		abort = func() { _ = unix.Shutdown(fd, unix.SHUT_RDWR) }
+		log = "(podman's dump.log in the container's userdata directory)"
+	} else if ours, wait, out, abort, err = startCriuDump(ctx, o, dir, log, final); err != nil {
 		return st, nil, time.Time{}, err
 	}
-	theirs.Close()
 	var keep func(vpid int, va uint64) bool
 	onFreeze := func() error {
 		frozenAt = time.Now()
@@ -404,11 +450,11 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		}
 		cov, rst, err := relay(ours, conn, p, keepDst, onFreeze)
 		if err != nil {
-			_ = unix.Shutdown(fds[0], unix.SHUT_RDWR) // criu fails now instead of waiting
+			abort() // criu fails now instead of waiting
 		}
 		done <- relayed{cov, rst, err}
 	}()
-	werr := cmd.Wait()
+	werr := wait()
 	st.DumpSeconds = time.Since(began).Seconds()
 	if !frozenAt.IsZero() {
 		st.Frozen = frozenAt.Sub(began).Seconds()
@@ -438,6 +484,9 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		return st, nil, frozenAt, err
 	}
 	st.Stored, st.Deduped, st.WireBytes = rep.Stored, rep.Deduped, conn.n
+	if o.Container != "" && !final {
+		_ = os.Remove(filepath.Join(dir, containerArchive)) // only the last round's archive is sent
+	}
 	// the tree is frozen shortly after criu starts: count from there (an upper bound)
 	return st, rl.cov, began, nil
 }
