@@ -40,6 +40,10 @@ type Options struct {
 	// Converge ends pre-copy early: when a round (after round 0) sends at most this many pages, the
 	// next round is the last. 0: always Rounds rounds.
 	Converge int64
+	// ConvergeStall also ends pre-copy when a round (after round 1) sends at least as many pages as
+	// the round before it: the written set stopped shrinking, more rounds would not shorten the
+	// freeze.
+	ConvergeStall bool
 	Pause    time.Duration // wait between rounds (lets the written set of a round grow to a realistic size)
 	WorkDir  string        // local scratch for criu's non-page images and logs ("" = a temp dir, removed)
 	DumpArgs []string      // extra criu dump arguments (e.g. --tcp-established, --shell-job)
@@ -99,8 +103,37 @@ type Result struct {
 	Dir           string  `json:"dir"`           // directory restored on the receiver (last round, or its flat copy)
 	// Flat says whether a lazy restore used the receiver's rolled-forward flat copy ("used") or why not.
 	Flat string `json:"flat,omitempty"`
+	// Converged says why pre-copy ended before Options.Rounds (nil: it ran all rounds).
+	Converged *Convergence `json:"converged,omitempty"`
 	// Container is the restored podman container's name (--container).
 	Container string `json:"container,omitempty"`
+}
+
+// Convergence is why pre-copy ended early.
+type Convergence struct {
+	AfterRound int    `json:"after_round"` // the round whose numbers ended pre-copy (the next one is the last)
+	Reason     string `json:"reason"`      // "threshold" or "stalled"
+	Sent       int64  `json:"sent_pages"`  // pages that round sent with data
+	Threshold  int64  `json:"threshold,omitempty"`
+	Previous   int64  `json:"previous_sent_pages,omitempty"` // stalled: the round before it sent this many
+}
+
+// converged decides, from the rounds so far, whether the next round is the last: the latest
+// tracked round (round 0 sends everything and does not count) sent at most threshold pages, or
+// (stall) it sent at least as many as the tracked round before it.
+func converged(rounds []RoundStats, threshold int64, stall bool) *Convergence {
+	k := len(rounds) - 1
+	if k < 1 {
+		return nil
+	}
+	last := rounds[k]
+	if threshold > 0 && last.Sent <= threshold {
+		return &Convergence{AfterRound: last.Round, Reason: "threshold", Sent: last.Sent, Threshold: threshold}
+	}
+	if stall && k >= 2 && last.Sent >= rounds[k-1].Sent {
+		return &Convergence{AfterRound: last.Round, Reason: "stalled", Sent: last.Sent, Previous: rounds[k-1].Sent}
+	}
+	return nil
 }
 
 // Migrate moves the tree Options.Pid to the receiver at Options.To in Options.Rounds rounds.
@@ -141,8 +174,10 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	var parent coverage
 	for r := 0; ; r++ {
 		final := r == o.Rounds-1
-		if !final && o.Converge > 0 && r >= 2 && res.Rounds[r-1].Sent <= o.Converge {
-			final = true
+		if !final && res.Converged == nil {
+			if c := converged(res.Rounds, o.Converge, o.ConvergeStall); c != nil {
+				res.Converged, final = c, true
+			}
 		}
 		st, cov, frozenAt, err := dumpRound(ctx, o, work, r, final, parent, tt)
 		if err != nil {

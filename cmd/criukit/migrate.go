@@ -128,6 +128,9 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 				e.SetIndent("", "  ")
 				return e.Encode(res)
 			}
+			if c := res.Converged; c != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "converged after round %d (%s: it sent %d pages)\n", c.AfterRound, c.Reason, c.Sent)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "moved in %d rounds: %s on the wire, frozen %.2fs (dump %.2fs, images %.2fs, source exit %.2fs, restore %.2fs), total %.2fs\n",
 				len(res.Rounds), humanBytes(float64(res.WireBytes)), res.FrozenSeconds, res.FrozenDump, res.FrozenImages, res.FrozenWait, res.FrozenRestore, res.TotalSeconds)
 			if res.Container != "" {
@@ -151,7 +154,8 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 	f.StringVar(&o.Netns, "netns", "", "run criu dump in this netns (the tree's, when it is not ours)")
 	f.StringVar(&o.DialNetns, "dial-netns", "", "connect to the receiver from this netns")
 	f.IntVar(&o.Rounds, "rounds", 3, "dumps in all; the last one freezes the tree (1 = one-shot)")
-	f.Int64Var(&o.Converge, "converge", 0, "make the next round the last once a round sends at most this many pages (0: always --rounds)")
+	f.Int64Var(&o.Converge, "converge", 0, "make the next round the last once a round sends at most this many pages (0: always --rounds); the JSON result says why in \"converged\"")
+	f.BoolVar(&o.ConvergeStall, "converge-stall", false, "make the next round the last once a round sends at least as many pages as the one before (the written set stopped shrinking)")
 	f.DurationVar(&pause, "pause", 0, "wait between rounds")
 	f.StringSliceVar(&o.Map, "map", nil, "address map for the restore, as in 'net rewrite --map' (OLD=NEW, prefixes, v4 and v6)")
 	f.BoolVar(&tcpEst, "tcp-established", false, "move established TCP connections (criu --tcp-established on dump and restore)")
