@@ -23,10 +23,10 @@ func TestConvergedRule(t *testing.T) {
 		stall     bool
 		want      string
 	}{
-		{[]int64{5000}, 100, true, ""},                 // round 0 never counts
-		{[]int64{5000, 80}, 100, false, "threshold"},   // quiet
-		{[]int64{5000, 800}, 100, false, ""},           // busy
-		{[]int64{5000, 800, 700}, 100, true, ""},       // still shrinking
+		{[]int64{5000}, 100, true, ""},               // round 0 never counts
+		{[]int64{5000, 80}, 100, false, "threshold"}, // quiet
+		{[]int64{5000, 800}, 100, false, ""},         // busy
+		{[]int64{5000, 800, 700}, 100, true, ""},     // still shrinking
 		{[]int64{5000, 800, 800}, 100, true, "stalled"},
 		{[]int64{5000, 800, 900}, 0, true, "stalled"},
 		{[]int64{5000, 800, 900}, 0, false, ""},

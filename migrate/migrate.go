@@ -44,9 +44,9 @@ type Options struct {
 	// the round before it: the written set stopped shrinking, more rounds would not shorten the
 	// freeze.
 	ConvergeStall bool
-	Pause    time.Duration // wait between rounds (lets the written set of a round grow to a realistic size)
-	WorkDir  string        // local scratch for criu's non-page images and logs ("" = a temp dir, removed)
-	DumpArgs []string      // extra criu dump arguments (e.g. --tcp-established, --shell-job)
+	Pause         time.Duration // wait between rounds (lets the written set of a round grow to a realistic size)
+	WorkDir       string        // local scratch for criu's non-page images and logs ("" = a temp dir, removed)
+	DumpArgs      []string      // extra criu dump arguments (e.g. --tcp-established, --shell-job)
 	// Restore: the receiver maps addresses (Map, `net rewrite --map` syntax) and runs criu restore
 	// with RestoreArgs. NoRestore stops after the images are on the receiver.
 	Map         []string
