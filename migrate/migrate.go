@@ -40,6 +40,12 @@ type Options struct {
 	// Converge ends pre-copy early: when a round (after round 0) sends at most this many pages, the
 	// next round is the last. 0: always Rounds rounds.
 	Converge int64
+	// Tracking chooses who skips unwritten pages in rounds after the first: "relay" (stock criu reads
+	// every page while the tree is frozen; the relay drops the unwritten ones before the wire),
+	// "criu" (criu dump --track-mem-uffd, criu-patches/0010: criu does not read them at all) or
+	// "" = "criu" when the criu in use has the feature, else "relay". --container always uses the
+	// relay.
+	Tracking string
 	// ConvergeStall also ends pre-copy when a round (after round 1) sends at least as many pages as
 	// the round before it: the written set stopped shrinking, more rounds would not shorten the
 	// freeze.
@@ -103,6 +109,8 @@ type Result struct {
 	Dir           string  `json:"dir"`           // directory restored on the receiver (last round, or its flat copy)
 	// Flat says whether a lazy restore used the receiver's rolled-forward flat copy ("used") or why not.
 	Flat string `json:"flat,omitempty"`
+	// Tracking is who skipped unwritten pages: "criu" (--track-mem-uffd) or "relay".
+	Tracking string `json:"tracking,omitempty"`
 	// Converged says why pre-copy ended before Options.Rounds (nil: it ran all rounds).
 	Converged *Convergence `json:"converged,omitempty"`
 	// Container is the restored podman container's name (--container).
@@ -163,6 +171,13 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	defer cleanup()
 	t0 := time.Now()
 	res := &Result{}
+	if err := o.chooseTracking(); err != nil {
+		cleanup()
+		return nil, err
+	}
+	if o.Rounds > 1 {
+		res.Tracking = o.Tracking
+	}
 	var tt *TreeTracker
 	if o.Rounds > 1 {
 		var err error
@@ -243,11 +258,36 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
+// chooseTracking resolves Options.Tracking ("" → criu when the criu binary has --track-mem-uffd).
+func (o *Options) chooseTracking() error {
+	has := criurun.HasFeature(o.Criu, criurun.FeatureTrackMemUffd)
+	switch o.Tracking {
+	case "":
+		o.Tracking = "relay"
+		if has && o.Container == "" {
+			o.Tracking = "criu"
+		}
+	case "relay":
+	case "criu":
+		if o.Container != "" {
+			return errors.New("migrate: --tracking criu is not available with --container (runc runs criu)")
+		}
+		if !has {
+			return fmt.Errorf("migrate: %s has no --track-mem-uffd (build criukit's patched CRIU with scripts/build-criu, or use --tracking relay)", o.Criu)
+		}
+	default:
+		return fmt.Errorf("migrate: tracking %q: want criu or relay", o.Tracking)
+	}
+	return nil
+}
+
 // setup finds criu (when Options.Criu is empty) and makes the work directory (a temporary one named
 // prefix* when Options.WorkDir is empty; cleanup removes it).
 func (o *Options) setup(prefix string) (work string, cleanup func(), err error) {
 	if o.Criu == "" {
-		if o.Criu, _, err = criurun.Find(); err != nil {
+		if p, ok := criurun.FindTrackMemUffd(); ok && o.Tracking != "relay" && o.Container == "" {
+			o.Criu = p
+		} else if o.Criu, _, err = criurun.Find(); err != nil {
 			return "", nil, err
 		}
 	}
@@ -366,7 +406,7 @@ func (c *countConn) Write(b []byte) (int, error) {
 
 // startCriuDump starts `criu dump` of Options.Pid for one round with its pages on a socketpair
 // (--ps-socket); ours is the relay's end.
-func startCriuDump(ctx context.Context, o Options, dir, log string, final bool) (ours *os.File, wait func() error, out *strings.Builder, abort func(), err error) {
+func startCriuDump(ctx context.Context, o Options, dir, log string, final bool, extra []string) (ours *os.File, wait func() error, out *strings.Builder, abort func(), err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -387,6 +427,7 @@ func startCriuDump(ctx context.Context, o Options, dir, log string, final bool) 
 		args = append(args, "--network-lock", "nftables")
 	}
 	args = append(args, o.DumpArgs...)
+	args = append(args, extra...)
 	if !final {
 		args = append(args, "--leave-running")
 	}
@@ -428,6 +469,32 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 	}
 	began := time.Now()
 	var frozenAt time.Time
+	var ct *relayCriuTrack
+	if o.Tracking == "criu" && tt != nil {
+		// criu skips unwritten pages itself; the trackers scan (and re-protect) at the end of the
+		// page session, still inside the freeze, after criu read the written-bits.
+		ct = &relayCriuTrack{parents: coverage{}}
+		ct.hasParent = func(dst uint64) bool {
+			return r > 0 && dst&0xff == pageproto.TypePid && tt.Continuous(r, int(dst>>8))
+		}
+		ct.onFlush = func(parents coverage) error {
+			n, err := tt.Frozen(r)
+			if err != nil {
+				return err
+			}
+			st.Written, st.Tracked = n, tt.Tracked()
+			if r > 0 {
+				parents.sort()
+				if err := tt.CheckParents(r, parents); err != nil {
+					return err
+				}
+			}
+			if final {
+				return tt.Close()
+			}
+			return nil
+		}
+	}
 	var (
 		ours  *os.File
 		wait  func() error
@@ -442,13 +509,22 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		fd := int(ours.Fd())
 		abort = func() { _ = unix.Shutdown(fd, unix.SHUT_RDWR) }
 		log = "(podman's dump.log in the container's userdata directory)"
-	} else if ours, wait, out, abort, err = startCriuDump(ctx, o, dir, log, final); err != nil {
-		return st, nil, time.Time{}, err
+	} else {
+		var extra []string
+		if ct != nil {
+			extra = append(extra, "--track-mem-uffd")
+			if r > 0 {
+				extra = append(extra, "--prev-images-dir", fmt.Sprintf("../round-%d", r-1))
+			}
+		}
+		if ours, wait, out, abort, err = startCriuDump(ctx, o, dir, log, final, extra); err != nil {
+			return st, nil, time.Time{}, err
+		}
 	}
 	var keep func(vpid int, va uint64) bool
 	onFreeze := func() error {
 		frozenAt = time.Now()
-		if tt == nil {
+		if tt == nil || ct != nil {
 			return nil
 		}
 		n, err := tt.Frozen(r)
@@ -483,7 +559,7 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		if r > 0 {
 			p = parent
 		}
-		cov, rst, err := relay(ours, conn, p, keepDst, onFreeze)
+		cov, rst, err := relay(ours, conn, p, keepDst, onFreeze, ct)
 		if err != nil {
 			abort() // criu fails now instead of waiting
 		}

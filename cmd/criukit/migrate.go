@@ -42,8 +42,11 @@ criu itself talks to criukit's page server (criu dump --page-server --ps-socket)
 side drops unwritten pages before the wire; the receiver stores round 0 deduplicated (cow) and every
 later round as a parent chain. See docs/migrate.md for the design and the freeze-window argument.
 
-The frozen time is the last round only: criu still reads every page of the tree then (stock criu
-cannot skip pages without soft-dirty) but only written ones are sent and stored.
+The frozen time is the last round only. Stock criu still reads every page of the tree then (it
+cannot skip pages without soft-dirty) but only written ones are sent and stored. criukit's patched
+CRIU (scripts/build-criu, criu-patches/0010: criu dump --track-mem-uffd) reads the trackers'
+write-protect bits itself and never reads unwritten pages: migrate uses it when it is installed
+(--tracking criu|relay to choose); the relay still checks every page criu skipped.
 
 A podman container (--container NAME, runc runtime) moves the same way: every round is a real
 'podman container checkpoint --export' whose criu (started by runc, given to runc as a wrapper
@@ -155,6 +158,7 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 	f.StringVar(&o.DialNetns, "dial-netns", "", "connect to the receiver from this netns")
 	f.IntVar(&o.Rounds, "rounds", 3, "dumps in all; the last one freezes the tree (1 = one-shot)")
 	f.Int64Var(&o.Converge, "converge", 0, "make the next round the last once a round sends at most this many pages (0: always --rounds); the JSON result says why in \"converged\"")
+	f.StringVar(&o.Tracking, "tracking", "", "who skips unwritten pages: criu (criu dump --track-mem-uffd of criukit's patched CRIU, scripts/build-criu: they are never read while frozen) or relay (stock criu reads them, the relay drops them); default: criu when available")
 	f.BoolVar(&o.ConvergeStall, "converge-stall", false, "make the next round the last once a round sends at least as many pages as the one before (the written set stopped shrinking)")
 	f.DurationVar(&pause, "pause", 0, "wait between rounds")
 	f.StringSliceVar(&o.Map, "map", nil, "address map for the restore, as in 'net rewrite --map' (OLD=NEW, prefixes, v4 and v6)")
