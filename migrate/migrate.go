@@ -90,6 +90,9 @@ type RoundStats struct {
 	FilesBytes  int64   `json:"image_bytes"`   // of those, the non-page images (last round)
 	DumpSeconds float64 `json:"dump_seconds"`  // criu dump (the tree is frozen for most of it)
 	Frozen      float64 `json:"frozen_at_s"`   // seconds since the round began when criu froze the tree
+	// TrackSeconds is the trackers' scan and re-protection inside the freeze (and, with criu
+	// tracking, the check of criu's PE_PARENT pages).
+	TrackSeconds float64 `json:"track_seconds"`
 }
 
 // Result of Migrate.
@@ -478,6 +481,8 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 			return r > 0 && dst&0xff == pageproto.TypePid && tt.Continuous(r, int(dst>>8))
 		}
 		ct.onFlush = func(parents coverage) error {
+			tf := time.Now()
+			defer func() { st.TrackSeconds = time.Since(tf).Seconds() }()
 			n, err := tt.Frozen(r)
 			if err != nil {
 				return err
@@ -527,6 +532,7 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		if tt == nil || ct != nil {
 			return nil
 		}
+		defer func() { st.TrackSeconds = time.Since(frozenAt).Seconds() }()
 		n, err := tt.Frozen(r)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -59,7 +60,10 @@ type relayStats struct {
 // as PE_PARENT without reading them: ct answers PS_IOV_OPEN2 (whether criu may use the parent for
 // that process) and checks at PS_IOV_FLUSH_N_CLOSE, still inside the freeze, every PE_PARENT range
 // criu sent against the trackers (an error fails the dump: nothing is restored from a wrong chain).
-func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va uint64) bool, onFreeze func() error, ct *relayCriuTrack) (coverage, relayStats, error) {
+func relay(criu *os.File, conn io.ReadWriter, parent coverage, keep func(dst, va uint64) bool, onFreeze func() error, ct *relayCriuTrack) (coverage, relayStats, error) {
+	// Buffered towards the receiver (criu sends one message per run of pages: with scattered
+	// writes tens of thousands of small ones), flushed before every answer is read.
+	out := &flushingRW{r: conn, w: bufio.NewWriterSize(conn, 1<<20)}
 	var st relayStats
 	cov := coverage{}
 	var hb [pageproto.HeaderSize]byte
@@ -222,6 +226,21 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 			return nil, st, fmt.Errorf("%w: unknown command (%s)", ErrProtocol, h)
 		}
 	}
+}
+
+// flushingRW writes through a buffer and flushes it before each read (a request's answer).
+type flushingRW struct {
+	r io.Reader
+	w *bufio.Writer
+}
+
+func (f *flushingRW) Write(b []byte) (int, error) { return f.w.Write(b) }
+
+func (f *flushingRW) Read(b []byte) (int, error) {
+	if err := f.w.Flush(); err != nil {
+		return 0, err
+	}
+	return f.r.Read(b)
 }
 
 // ErrCriuTrack: criu's own tracking (--track-mem-uffd) disagreed with criukit's trackers.
