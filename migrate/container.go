@@ -93,7 +93,10 @@ func (o *Options) checkContainer(ctx context.Context) error {
 // startContainerDump runs `podman container checkpoint` for round r with criu's pages going to a
 // loopback listener, and returns criu's page-server connection once criu has connected.
 // wait returns podman's exit status (call it exactly once).
-func startContainerDump(ctx context.Context, o Options, dir string, final bool) (conn *os.File, wait func() error, out *strings.Builder, err error) {
+//
+// With criu tracking, criu also gets track-mem-uffd and, after round 0, prev-images-dir pointing at
+// the previous round's inventory (parentInventoryDir): criu's pid-reuse check reads it.
+func startContainerDump(ctx context.Context, o Options, dir string, r int, final, criuTrack bool) (conn *os.File, wait func() error, out *strings.Builder, err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("page-server listener: %w", err)
@@ -101,7 +104,21 @@ func startContainerDump(ctx context.Context, o Options, dir string, final bool) 
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).Port
 	conf := filepath.Join(dir, "criu-page-server.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "page-server\naddress 127.0.0.1\nport %d\nnetwork-lock nftables\n", port), 0o600); err != nil {
+	cfg := fmt.Sprintf("page-server\naddress 127.0.0.1\nport %d\nnetwork-lock nftables\n", port)
+	if criuTrack {
+		cfg += "track-mem-uffd\n"
+		if r > 0 {
+			prev, err := filepath.Abs(parentInventoryDir(filepath.Join(filepath.Dir(dir), fmt.Sprintf("round-%d", r-1))))
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			if strings.ContainsAny(prev, " \t\n\"'\\") {
+				return nil, nil, nil, fmt.Errorf("work directory %q: criu's configuration file cannot hold this path", prev)
+			}
+			cfg += "prev-images-dir " + prev + "\n"
+		}
+	}
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 		return nil, nil, nil, err
 	}
 	wrap := filepath.Join(dir, "criu-wrapper")
@@ -162,6 +179,45 @@ func startContainerDump(ctx context.Context, o Options, dir string, final bool) 
 		_ = cmd.Process.Kill()
 		wait()
 		return nil, nil, nil, fmt.Errorf("podman container checkpoint %s: criu did not connect to the page server in 2 minutes: %s", o.Container, strings.TrimSpace(out.String()))
+	}
+}
+
+// parentInventoryDir is where a container round keeps the inventory.img of podman's archive for
+// the next round's --prev-images-dir (criu tracking).
+func parentInventoryDir(roundDir string) string { return filepath.Join(roundDir, "parent-inventory") }
+
+// keepInventory copies checkpoint/inventory.img out of the round's podman archive.
+func keepInventory(roundDir string) error {
+	f, err := os.Open(filepath.Join(roundDir, containerArchive))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return fmt.Errorf("%s: no checkpoint/inventory.img", containerArchive)
+		}
+		if err != nil {
+			return err
+		}
+		if filepath.Clean(h.Name) != "checkpoint/inventory.img" || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		d := parentInventoryDir(roundDir)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		o, err := os.Create(filepath.Join(d, "inventory.img"))
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(o, tr)
+		if cerr := o.Close(); err == nil {
+			err = cerr
+		}
+		return err
 	}
 }
 
@@ -287,6 +343,11 @@ func untarTree(r io.Reader, dir string) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", h.Name, err)
 			}
+		case tar.TypeSymlink:
+			if name == "checkpoint/parent" {
+				continue // criu's link to --prev-images-dir (criu tracking); the chain is flattened
+			}
+			return fmt.Errorf("refusing symlink %q: podman checkpoint archives hold directories and regular files", h.Name)
 		default:
 			return fmt.Errorf("refusing entry %q (type %c): podman checkpoint archives hold directories and regular files", h.Name, h.Typeflag)
 		}

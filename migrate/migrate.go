@@ -43,8 +43,8 @@ type Options struct {
 	// Tracking chooses who skips unwritten pages in rounds after the first: "relay" (stock criu reads
 	// every page while the tree is frozen; the relay drops the unwritten ones before the wire),
 	// "criu" (criu dump --track-mem-uffd, criu-patches/0010: criu does not read them at all) or
-	// "" = "criu" when the criu in use has the feature, else "relay". --container always uses the
-	// relay.
+	// "" = "criu" when the criu in use has the feature, else "relay" (for --container too: runc's
+	// criu gets the option through the wrapper's configuration file).
 	Tracking string
 	// ConvergeStall also ends pre-copy when a round (after round 1) sends at least as many pages as
 	// the round before it: the written set stopped shrinking, more rounds would not shorten the
@@ -267,14 +267,11 @@ func (o *Options) chooseTracking() error {
 	switch o.Tracking {
 	case "":
 		o.Tracking = "relay"
-		if has && o.Container == "" {
+		if has {
 			o.Tracking = "criu"
 		}
 	case "relay":
 	case "criu":
-		if o.Container != "" {
-			return errors.New("migrate: --tracking criu is not available with --container (runc runs criu)")
-		}
 		if !has {
 			return fmt.Errorf("migrate: %s has no --track-mem-uffd (build criukit's patched CRIU with scripts/build-criu, or use --tracking relay)", o.Criu)
 		}
@@ -288,7 +285,7 @@ func (o *Options) chooseTracking() error {
 // prefix* when Options.WorkDir is empty; cleanup removes it).
 func (o *Options) setup(prefix string) (work string, cleanup func(), err error) {
 	if o.Criu == "" {
-		if p, ok := criurun.FindTrackMemUffd(); ok && o.Tracking != "relay" && o.Container == "" {
+		if p, ok := criurun.FindTrackMemUffd(); ok && o.Tracking != "relay" {
 			o.Criu = p
 		} else if o.Criu, _, err = criurun.Find(); err != nil {
 			return "", nil, err
@@ -508,7 +505,7 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 	)
 	log := filepath.Join(dir, "dump.log")
 	if o.Container != "" {
-		if ours, wait, out, err = startContainerDump(ctx, o, dir, final); err != nil {
+		if ours, wait, out, err = startContainerDump(ctx, o, dir, r, final, ct != nil); err != nil {
 			return st, nil, time.Time{}, err
 		}
 		fd := int(ours.Fd())
@@ -602,6 +599,11 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 	}
 	st.Stored, st.Deduped, st.WireBytes = rep.Stored, rep.Deduped, conn.n
 	if o.Container != "" && !final {
+		if ct != nil {
+			if err := keepInventory(dir); err != nil {
+				return st, nil, frozenAt, err
+			}
+		}
 		_ = os.Remove(filepath.Join(dir, containerArchive)) // only the last round's archive is sent
 	}
 	// the tree is frozen shortly after criu starts: count from there (an upper bound)

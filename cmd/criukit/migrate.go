@@ -53,7 +53,8 @@ A podman container (--container NAME, runc runtime) moves the same way: every ro
 with --runtime-flag criu=...) sends its pages to the relay; the receiver puts the chain's pages,
 flattened, into podman's archive and runs 'podman container restore --import' (--name NAME to
 rename; --restore-arg and --dump-arg then take podman restore/checkpoint flags, e.g.
---restore-arg=--ignore-static-ip). Without --to, --dir DIR restores it on this machine. The
+--restore-arg=--ignore-static-ip); criu tracking works there too (the wrapper's config file).
+Without --to, --dir DIR restores it on this machine. The
 source container ends as podman leaves a checkpointed one (exited).
 
 On this machine (--to-netns) the dumped tree must be gone before its restore (pids are reused):
