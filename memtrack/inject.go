@@ -35,7 +35,12 @@ func seize(tid int) (*injector, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.PtraceSeize(tid); err != nil {
+	// PTRACE_O_SUSPEND_SECCOMP (as criu does for its parasite): a container's seccomp profile
+	// (podman's, docker's) refuses userfaultfd(); the injected syscalls must not be filtered.
+	// It needs CAP_SYS_ADMIN; without it the plain seize is tried.
+	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, unix.PTRACE_O_SUSPEND_SECCOMP, 0, 0); e == 0 {
+		// seized with seccomp suspended
+	} else if err := unix.PtraceSeize(tid); err != nil {
 		return nil, fmt.Errorf("%w: PTRACE_SEIZE pid %d (needs CAP_SYS_PTRACE; is it traced already, e.g. by criu or gdb?): %v", ErrInject, tid, err)
 	}
 	in := &injector{tid: tid, insn: insn}
@@ -200,6 +205,13 @@ func injectUffdHere(pid int) (fd int, err error) {
 		}
 	}()
 	r, err := in.call(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK)
+	if err == nil && r == -int64(unix.EPERM) {
+		// Without CAP_SYS_PTRACE (processes of containers) and with vm.unprivileged_userfaultfd=0,
+		// only a user-mode-only uffd is allowed. memtrack needs no more: async write-protect faults
+		// are resolved in the kernel's fault path (user or kernel mode alike) and never reach the
+		// uffd's fault handling, which is what UFFD_USER_MODE_ONLY restricts.
+		r, err = in.call(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|uffdUserModeOnly)
+	}
 	if err != nil {
 		return -1, err
 	}

@@ -130,8 +130,19 @@ func TestAttachLeavesTargetsIntact(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
-			time.Sleep(150 * time.Millisecond)
 			pid := cmd.Process.Pid
+			// the child runs the program only after execve (and a wrapper such as pyenv's python3
+			// shim execs once more): attaching before would see the exec
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				if exe, _ := os.Readlink("/proc/" + itoa(pid) + "/exe"); strings.HasPrefix(filepath.Base(exe), tc.argv[0]) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("pid %d did not execute %s", pid, tc.argv[0])
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(150 * time.Millisecond)
 			sysBefore, _ := os.ReadFile("/proc/" + itoa(pid) + "/syscall")
 			tr, err := memtrack.Attach(pid, memtrack.Options{})
 			if err != nil {

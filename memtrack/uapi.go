@@ -104,3 +104,7 @@ func uffdWriteProtect(fd int, start, end uint64) error {
 	_, err := ioctl(fd, uffdioWriteprotect, unsafe.Pointer(&w))
 	return err
 }
+
+// uffdUserModeOnly is UFFD_USER_MODE_ONLY (userfaultfd() flag, Linux 5.11): allowed without
+// CAP_SYS_PTRACE whatever vm.unprivileged_userfaultfd says.
+const uffdUserModeOnly = 1

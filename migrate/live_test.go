@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/criukit/criukit/internal/criurun"
 	"github.com/criukit/criukit/internal/harness"
 	"github.com/criukit/criukit/internal/nsrun"
 	"github.com/criukit/criukit/internal/testenv"
@@ -157,13 +158,30 @@ func checkWriter(t testing.TB, pid int, info map[string]uint64) uint64 {
 // rounds (3 with --leave-running while it writes, the last frozen) to another netns over TCP, and
 // checks that every page holds its value at the freeze.
 func TestMigrateWriterExact(t *testing.T) {
-	t.Run("eager", func(t *testing.T) { testWriterExact(t, false, false) })
-	t.Run("flat", func(t *testing.T) { testWriterExact(t, false, true) })
-	t.Run("lazy", func(t *testing.T) { testWriterExact(t, true, false) })
+	t.Run("eager", func(t *testing.T) { testWriterExact(t, false, false, false) })
+	t.Run("flat", func(t *testing.T) { testWriterExact(t, false, true, false) })
+	t.Run("lazy", func(t *testing.T) { testWriterExact(t, true, false, false) })
+	// criu-patches/0010: criu dump --track-mem-uffd skips the unwritten pages itself
+	t.Run("criu-tracking", func(t *testing.T) { testWriterExact(t, false, false, true) })
+	t.Run("criu-tracking-lazy", func(t *testing.T) { testWriterExact(t, true, false, true) })
 }
 
-func testWriterExact(t *testing.T, lazy, flat bool) {
-	criu := harness.Criu(t)
+// patchedCriu returns the CRIU with --track-mem-uffd (scripts/build-criu); fails under CI=true
+// when there is none.
+func patchedCriu(t testing.TB) string {
+	t.Helper()
+	p, ok := criurun.FindTrackMemUffd()
+	if !ok {
+		testenv.Unavailable(t, "a CRIU with --track-mem-uffd (scripts/build-criu builds it into %s)", criurun.CowDefaultBin)
+	}
+	return p
+}
+
+func testWriterExact(t *testing.T, lazy, flat, criuTrack bool) {
+	criu, tracking := harness.Criu(t), "relay"
+	if criuTrack {
+		criu, tracking = patchedCriu(t), "criu"
+	}
 	h := newHosts(t)
 	rv := &Receiver{Dir: t.TempDir(), Netns: h.B, Criu: criu}
 	addr := startReceiver(t, h.B, h.AddrB, rv)
@@ -175,7 +193,7 @@ func testWriterExact(t *testing.T, lazy, flat bool) {
 		Pid: p.Pid, To: addr, DialNetns: h.A, Netns: h.A, Rounds: 4, Pause: 300 * time.Millisecond, Criu: criu,
 		DumpArgs:    []string{"--network-lock", "skip"},
 		RestoreArgs: []string{"--leave-stopped"},
-		Lazy:        lazy, Flat: flat,
+		Lazy:        lazy, Flat: flat, Tracking: tracking,
 		AfterDump: func() error { return waitGone(p.Pid, 10*time.Second) },
 		Progress:  func(r RoundStats) { rounds = append(rounds, r) },
 	})
@@ -194,6 +212,17 @@ func testWriterExact(t *testing.T, lazy, flat bool) {
 	}
 	if len(res.Rounds) != 4 {
 		t.Fatalf("%d rounds, want 4", len(res.Rounds))
+	}
+	if res.Tracking != tracking {
+		t.Fatalf("tracking %q, want %q", res.Tracking, tracking)
+	}
+	if criuTrack {
+		// criu did not read the unwritten pages: it sent them as PE_PARENT itself
+		for _, r := range res.Rounds[1:] {
+			if r.Pages >= pages/2 {
+				t.Errorf("round %d: criu read %d pages of a %d-page writer that wrote %d: it did not skip unwritten pages", r.Round, r.Pages, pages, r.Written)
+			}
+		}
 	}
 	// the trackers must not make criu store unpopulated pages (pte markers read as swapped)
 	if r0 := res.Rounds[0]; r0.Pages > pages+4096 {

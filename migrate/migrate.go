@@ -24,17 +24,35 @@ import (
 
 // Options of Migrate.
 type Options struct {
-	Pid       int    // root of the tree to move
-	To        string // receiver address host:port (`criukit migrate receive`)
-	DialNetns string // open connections to the receiver from this netns (path; "" = ours)
-	Netns     string // run criu dump through nsenter --net=Netns (the tree's netns)
-	Rounds    int    // dumps in all (>= 1); the last one freezes the tree; default 3
+	Pid int // root of the tree to move
+	// Container is a podman container (name or ID) to move instead of Pid: every round is a
+	// `podman container checkpoint --export` whose criu sends its pages to criukit's relay, and the
+	// receiver restores it with `podman container restore --import` (see container.go).
+	Container string
+	// Podman are podman's global flags for the checkpoints (e.g. --cgroup-manager cgroupfs).
+	Podman []string
+	// ContainerName is the name of the restored container ("" = the source's name).
+	ContainerName string
+	To            string // receiver address host:port (`criukit migrate receive`)
+	DialNetns     string // open connections to the receiver from this netns (path; "" = ours)
+	Netns         string // run criu dump through nsenter --net=Netns (the tree's netns)
+	Rounds        int    // dumps in all (>= 1); the last one freezes the tree; default 3
 	// Converge ends pre-copy early: when a round (after round 0) sends at most this many pages, the
 	// next round is the last. 0: always Rounds rounds.
 	Converge int64
-	Pause    time.Duration // wait between rounds (lets the written set of a round grow to a realistic size)
-	WorkDir  string        // local scratch for criu's non-page images and logs ("" = a temp dir, removed)
-	DumpArgs []string      // extra criu dump arguments (e.g. --tcp-established, --shell-job)
+	// Tracking chooses who skips unwritten pages in rounds after the first: "relay" (stock criu reads
+	// every page while the tree is frozen; the relay drops the unwritten ones before the wire),
+	// "criu" (criu dump --track-mem-uffd, criu-patches/0010: criu does not read them at all) or
+	// "" = "criu" when the criu in use has the feature, else "relay" (for --container too: runc's
+	// criu gets the option through the wrapper's configuration file).
+	Tracking string
+	// ConvergeStall also ends pre-copy when a round (after round 1) sends at least as many pages as
+	// the round before it: the written set stopped shrinking, more rounds would not shorten the
+	// freeze.
+	ConvergeStall bool
+	Pause         time.Duration // wait between rounds (lets the written set of a round grow to a realistic size)
+	WorkDir       string        // local scratch for criu's non-page images and logs ("" = a temp dir, removed)
+	DumpArgs      []string      // extra criu dump arguments (e.g. --tcp-established, --shell-job)
 	// Restore: the receiver maps addresses (Map, `net rewrite --map` syntax) and runs criu restore
 	// with RestoreArgs. NoRestore stops after the images are on the receiver.
 	Map         []string
@@ -72,6 +90,9 @@ type RoundStats struct {
 	FilesBytes  int64   `json:"image_bytes"`   // of those, the non-page images (last round)
 	DumpSeconds float64 `json:"dump_seconds"`  // criu dump (the tree is frozen for most of it)
 	Frozen      float64 `json:"frozen_at_s"`   // seconds since the round began when criu froze the tree
+	// TrackSeconds is the trackers' scan and re-protection inside the freeze (and, with criu
+	// tracking, the check of criu's PE_PARENT pages).
+	TrackSeconds float64 `json:"track_seconds"`
 }
 
 // Result of Migrate.
@@ -91,6 +112,39 @@ type Result struct {
 	Dir           string  `json:"dir"`           // directory restored on the receiver (last round, or its flat copy)
 	// Flat says whether a lazy restore used the receiver's rolled-forward flat copy ("used") or why not.
 	Flat string `json:"flat,omitempty"`
+	// Tracking is who skipped unwritten pages: "criu" (--track-mem-uffd) or "relay".
+	Tracking string `json:"tracking,omitempty"`
+	// Converged says why pre-copy ended before Options.Rounds (nil: it ran all rounds).
+	Converged *Convergence `json:"converged,omitempty"`
+	// Container is the restored podman container's name (--container).
+	Container string `json:"container,omitempty"`
+}
+
+// Convergence is why pre-copy ended early.
+type Convergence struct {
+	AfterRound int    `json:"after_round"` // the round whose numbers ended pre-copy (the next one is the last)
+	Reason     string `json:"reason"`      // "threshold" or "stalled"
+	Sent       int64  `json:"sent_pages"`  // pages that round sent with data
+	Threshold  int64  `json:"threshold,omitempty"`
+	Previous   int64  `json:"previous_sent_pages,omitempty"` // stalled: the round before it sent this many
+}
+
+// converged decides, from the rounds so far, whether the next round is the last: the latest
+// tracked round (round 0 sends everything and does not count) sent at most threshold pages, or
+// (stall) it sent at least as many as the tracked round before it.
+func converged(rounds []RoundStats, threshold int64, stall bool) *Convergence {
+	k := len(rounds) - 1
+	if k < 1 {
+		return nil
+	}
+	last := rounds[k]
+	if threshold > 0 && last.Sent <= threshold {
+		return &Convergence{AfterRound: last.Round, Reason: "threshold", Sent: last.Sent, Threshold: threshold}
+	}
+	if stall && k >= 2 && last.Sent >= rounds[k-1].Sent {
+		return &Convergence{AfterRound: last.Round, Reason: "stalled", Sent: last.Sent, Previous: rounds[k-1].Sent}
+	}
+	return nil
 }
 
 // Migrate moves the tree Options.Pid to the receiver at Options.To in Options.Rounds rounds.
@@ -103,16 +157,30 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	if o.To == "" && o.Dial == nil {
 		return nil, errors.New("migrate: no receiver address (Options.To)")
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.Pid)); err != nil {
-		return nil, fmt.Errorf("migrate: no process %d", o.Pid)
-	}
 	work, cleanup, err := o.setup("criukit-migrate-")
 	if err != nil {
 		return nil, err
 	}
+	if o.Container != "" {
+		if err := o.checkContainer(ctx); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.Pid)); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("migrate: no process %d", o.Pid)
+	}
 	defer cleanup()
 	t0 := time.Now()
 	res := &Result{}
+	if err := o.chooseTracking(); err != nil {
+		cleanup()
+		return nil, err
+	}
+	if o.Rounds > 1 {
+		res.Tracking = o.Tracking
+	}
 	var tt *TreeTracker
 	if o.Rounds > 1 {
 		var err error
@@ -124,8 +192,10 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	var parent coverage
 	for r := 0; ; r++ {
 		final := r == o.Rounds-1
-		if !final && o.Converge > 0 && r >= 2 && res.Rounds[r-1].Sent <= o.Converge {
-			final = true
+		if !final && res.Converged == nil {
+			if c := converged(res.Rounds, o.Converge, o.ConvergeStall); c != nil {
+				res.Converged, final = c, true
+			}
 		}
 		st, cov, frozenAt, err := dumpRound(ctx, o, work, r, final, parent, tt)
 		if err != nil {
@@ -138,9 +208,15 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 				return res, err
 			}
 			ti := time.Now()
-			c, rep, err := call(ctx, o, request{Op: "files", Round: r}, func(c net.Conn) (int64, error) {
+			req, body := request{Op: "files", Round: r}, func(c net.Conn) (int64, error) {
 				return sendTar(c, filepath.Join(work, fmt.Sprintf("round-%d", r)))
-			})
+			}
+			if o.Container != "" {
+				req.Op, body = "container", func(c net.Conn) (int64, error) {
+					return sendFile(c, filepath.Join(work, fmt.Sprintf("round-%d", r), containerArchive))
+				}
+			}
+			c, rep, err := call(ctx, o, req, body)
 			if err != nil {
 				return res, fmt.Errorf("migrate: send round %d's images: %w", r, err)
 			}
@@ -157,7 +233,7 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 				if err != nil {
 					return res, fmt.Errorf("migrate: restore on the receiver: %w", err)
 				}
-				res.Flat = rep.Flat
+				res.Flat, res.Container = rep.Flat, rep.Name
 				if rep.Dir != "" {
 					res.Dir = rep.Dir
 				}
@@ -185,11 +261,33 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
+// chooseTracking resolves Options.Tracking ("" → criu when the criu binary has --track-mem-uffd).
+func (o *Options) chooseTracking() error {
+	has := criurun.HasFeature(o.Criu, criurun.FeatureTrackMemUffd)
+	switch o.Tracking {
+	case "":
+		o.Tracking = "relay"
+		if has {
+			o.Tracking = "criu"
+		}
+	case "relay":
+	case "criu":
+		if !has {
+			return fmt.Errorf("migrate: %s has no --track-mem-uffd (build criukit's patched CRIU with scripts/build-criu, or use --tracking relay)", o.Criu)
+		}
+	default:
+		return fmt.Errorf("migrate: tracking %q: want criu or relay", o.Tracking)
+	}
+	return nil
+}
+
 // setup finds criu (when Options.Criu is empty) and makes the work directory (a temporary one named
 // prefix* when Options.WorkDir is empty; cleanup removes it).
 func (o *Options) setup(prefix string) (work string, cleanup func(), err error) {
 	if o.Criu == "" {
-		if o.Criu, _, err = criurun.Find(); err != nil {
+		if p, ok := criurun.FindTrackMemUffd(); ok && o.Tracking != "relay" {
+			o.Criu = p
+		} else if o.Criu, _, err = criurun.Find(); err != nil {
 			return "", nil, err
 		}
 	}
@@ -218,7 +316,8 @@ func (o *Options) afterDump(res *Result) error {
 // restoreOn asks the receiver to restore round r and records the restored pid and times in res.
 func restoreOn(ctx context.Context, o Options, r int, res *Result) (reply, error) {
 	tr := time.Now()
-	_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs, Lazy: o.Lazy}, nil)
+	_, rep, err := call(ctx, o, request{Op: "restore", Round: r, Map: o.Map, Args: o.RestoreArgs, Lazy: o.Lazy,
+		Container: o.Container != "", Name: o.ContainerName}, nil)
 	if err != nil {
 		return rep, err
 	}
@@ -305,6 +404,52 @@ func (c *countConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// startCriuDump starts `criu dump` of Options.Pid for one round with its pages on a socketpair
+// (--ps-socket); ours is the relay's end.
+func startCriuDump(ctx context.Context, o Options, dir, log string, final bool, extra []string) (ours *os.File, wait func() error, out *strings.Builder, abort func(), err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if err := unix.SetNonblock(fds[1], false); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, nil, nil, err
+	}
+	for _, fd := range fds {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+		}
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "page-server"), os.NewFile(uintptr(fds[1]), "criu-ps-socket")
+	args := []string{"dump", "-t", strconv.Itoa(o.Pid), "-D", dir, "-v4", "-o", log}
+	if !slices.ContainsFunc(o.DumpArgs, func(a string) bool { return a == "--network-lock" || strings.HasPrefix(a, "--network-lock=") }) {
+		args = append(args, "--network-lock", "nftables")
+	}
+	args = append(args, o.DumpArgs...)
+	args = append(args, extra...)
+	if !final {
+		args = append(args, "--leave-running")
+	}
+	args = append(args, "--page-server", "--ps-socket", "3")
+	var cmd *exec.Cmd
+	if o.Netns != "" {
+		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + o.Netns, "--", o.Criu}, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, o.Criu, args...)
+	}
+	cmd.ExtraFiles = []*os.File{theirs}
+	out = &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		ours.Close()
+		theirs.Close()
+		return nil, nil, nil, nil, err
+	}
+	theirs.Close()
+	return ours, cmd.Wait, out, func() { _ = unix.Shutdown(fds[0], unix.SHUT_RDWR) }, nil
+}
+
 // dumpRound runs criu dump for round r with its pages going through relay to the receiver.
 func dumpRound(ctx context.Context, o Options, work string, r int, final bool, parent coverage, tt *TreeTracker) (RoundStats, coverage, time.Time, error) {
 	st := RoundStats{Round: r, Final: final}
@@ -322,54 +467,69 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 	if _, err := conn.Write(append(b, '\n')); err != nil {
 		return st, nil, time.Time{}, err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return st, nil, time.Time{}, err
-	}
-	if err := unix.SetNonblock(fds[1], false); err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-		return st, nil, time.Time{}, err
-	}
-	for _, fd := range fds {
-		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20) != nil {
-			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
-		}
-	}
-	ours, theirs := os.NewFile(uintptr(fds[0]), "page-server"), os.NewFile(uintptr(fds[1]), "criu-ps-socket")
-	log := filepath.Join(dir, "dump.log")
-	args := []string{"dump", "-t", strconv.Itoa(o.Pid), "-D", dir, "-v4", "-o", log}
-	if !slices.ContainsFunc(o.DumpArgs, func(a string) bool { return a == "--network-lock" || strings.HasPrefix(a, "--network-lock=") }) {
-		args = append(args, "--network-lock", "nftables")
-	}
-	args = append(args, o.DumpArgs...)
-	if !final {
-		args = append(args, "--leave-running")
-	}
-	args = append(args, "--page-server", "--ps-socket", "3")
-	var cmd *exec.Cmd
-	if o.Netns != "" {
-		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + o.Netns, "--", o.Criu}, args...)...)
-	} else {
-		cmd = exec.CommandContext(ctx, o.Criu, args...)
-	}
-	cmd.ExtraFiles = []*os.File{theirs}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
 	began := time.Now()
 	var frozenAt time.Time
-	if err := cmd.Start(); err != nil {
-		ours.Close()
-		theirs.Close()
-		return st, nil, time.Time{}, err
+	var ct *relayCriuTrack
+	if o.Tracking == "criu" && tt != nil {
+		// criu skips unwritten pages itself; the trackers scan (and re-protect) at the end of the
+		// page session, still inside the freeze, after criu read the written-bits.
+		ct = &relayCriuTrack{parents: coverage{}}
+		ct.hasParent = func(dst uint64) bool {
+			return r > 0 && dst&0xff == pageproto.TypePid && tt.Continuous(r, int(dst>>8))
+		}
+		ct.onFlush = func(parents coverage) error {
+			tf := time.Now()
+			defer func() { st.TrackSeconds = time.Since(tf).Seconds() }()
+			n, err := tt.Frozen(r)
+			if err != nil {
+				return err
+			}
+			st.Written, st.Tracked = n, tt.Tracked()
+			if r > 0 {
+				parents.sort()
+				if err := tt.CheckParents(r, parents); err != nil {
+					return err
+				}
+			}
+			if final {
+				return tt.Close()
+			}
+			return nil
+		}
 	}
-	theirs.Close()
+	var (
+		ours  *os.File
+		wait  func() error
+		out   *strings.Builder
+		abort func()
+	)
+	log := filepath.Join(dir, "dump.log")
+	if o.Container != "" {
+		if ours, wait, out, err = startContainerDump(ctx, o, dir, r, final, ct != nil); err != nil {
+			return st, nil, time.Time{}, err
+		}
+		fd := int(ours.Fd())
+		abort = func() { _ = unix.Shutdown(fd, unix.SHUT_RDWR) }
+		log = "(podman's dump.log in the container's userdata directory)"
+	} else {
+		var extra []string
+		if ct != nil {
+			extra = append(extra, "--track-mem-uffd")
+			if r > 0 {
+				extra = append(extra, "--prev-images-dir", fmt.Sprintf("../round-%d", r-1))
+			}
+		}
+		if ours, wait, out, abort, err = startCriuDump(ctx, o, dir, log, final, extra); err != nil {
+			return st, nil, time.Time{}, err
+		}
+	}
 	var keep func(vpid int, va uint64) bool
 	onFreeze := func() error {
 		frozenAt = time.Now()
-		if tt == nil {
+		if tt == nil || ct != nil {
 			return nil
 		}
+		defer func() { st.TrackSeconds = time.Since(frozenAt).Seconds() }()
 		n, err := tt.Frozen(r)
 		if err != nil {
 			return err
@@ -402,13 +562,13 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		if r > 0 {
 			p = parent
 		}
-		cov, rst, err := relay(ours, conn, p, keepDst, onFreeze)
+		cov, rst, err := relay(ours, conn, p, keepDst, onFreeze, ct)
 		if err != nil {
-			_ = unix.Shutdown(fds[0], unix.SHUT_RDWR) // criu fails now instead of waiting
+			abort() // criu fails now instead of waiting
 		}
 		done <- relayed{cov, rst, err}
 	}()
-	werr := cmd.Wait()
+	werr := wait()
 	st.DumpSeconds = time.Since(began).Seconds()
 	if !frozenAt.IsZero() {
 		st.Frozen = frozenAt.Sub(began).Seconds()
@@ -438,6 +598,14 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		return st, nil, frozenAt, err
 	}
 	st.Stored, st.Deduped, st.WireBytes = rep.Stored, rep.Deduped, conn.n
+	if o.Container != "" && !final {
+		if ct != nil {
+			if err := keepInventory(dir); err != nil {
+				return st, nil, frozenAt, err
+			}
+		}
+		_ = os.Remove(filepath.Join(dir, containerArchive)) // only the last round's archive is sent
+	}
 	// the tree is frozen shortly after criu starts: count from there (an upper bound)
 	return st, rl.cov, began, nil
 }

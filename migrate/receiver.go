@@ -41,6 +41,10 @@ type request struct {
 	// Flat (round 0's pages): store round 0 without dedup and keep a rolled-forward flat copy
 	// for a lazy restore (see flatImage).
 	Flat bool `json:"flat,omitempty"`
+	// Container (restore): import the container archive received with op "container" into
+	// podman (named Name, "" = the source's name).
+	Container bool   `json:"container,omitempty"`
+	Name      string `json:"name,omitempty"`
 }
 
 type reply struct {
@@ -53,6 +57,7 @@ type reply struct {
 	Seconds float64 `json:"seconds,omitempty"` // restore time
 	Dir     string  `json:"dir,omitempty"`
 	Flat    string  `json:"flat,omitempty"` // restore: "used", or why the flat copy was not used
+	Name    string  `json:"name,omitempty"` // restore of a container: its name
 }
 
 // Receiver is the receiving side of a migration: it stores each round in Dir/round-N and restores
@@ -62,7 +67,8 @@ type Receiver struct {
 	Netns   string   // run criu restore through nsenter --net=Netns ("" = here)
 	Criu    string   // criu binary ("" = criurun.Find)
 	NoDedup bool     // round 0 without cow's dedup
-	Restore []string // extra criu restore arguments always used
+	Restore []string // extra criu restore arguments always used (podman container restore arguments for a container)
+	Podman  []string // podman's global flags (container migrations)
 	Log     io.Writer
 	// OnRestore is called after each restore request (pid, or the error).
 	OnRestore func(pid int, err error)
@@ -188,7 +194,29 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 	case "files":
 		n, err := untar(rw, dir)
 		return reply{Files: n, Dir: dir}, err
+	case "container":
+		// the podman checkpoint archive of the last round (no pages: they came as round dir's chain)
+		p := filepath.Join(rv.Dir, containerArchive)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return reply{}, err
+		}
+		_, err = io.Copy(f, rw)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(p)
+		}
+		return reply{Files: 1, Dir: dir}, err
 	case "restore":
+		if req.Container {
+			rep, err := rv.restoreContainer(ctx, req.Round, req.Name, req.Args)
+			if rv.OnRestore != nil {
+				defer rv.OnRestore(rep.Pid, err)
+			}
+			return rep, err
+		}
 		if req.Round > 0 {
 			if _, err := os.Readlink(filepath.Join(dir, "parent")); err != nil {
 				return reply{}, fmt.Errorf("round %d has no parent link: %w", req.Round, err)

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +55,15 @@ type relayStats struct {
 // the receiver (out), replacing pages that keep(dst, va) rejects and the parent round covers by
 // PE_PARENT entries. onFreeze runs when criu opens the first process' pages (the whole tree is
 // seized by then), before any page is read.
-func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va uint64) bool, onFreeze func() error) (coverage, relayStats, error) {
+//
+// With criu tracking (criu --track-mem-uffd, see relayCriuTrack) criu itself sends unwritten pages
+// as PE_PARENT without reading them: ct answers PS_IOV_OPEN2 (whether criu may use the parent for
+// that process) and checks at PS_IOV_FLUSH_N_CLOSE, still inside the freeze, every PE_PARENT range
+// criu sent against the trackers (an error fails the dump: nothing is restored from a wrong chain).
+func relay(criu *os.File, conn io.ReadWriter, parent coverage, keep func(dst, va uint64) bool, onFreeze func() error, ct *relayCriuTrack) (coverage, relayStats, error) {
+	// Buffered towards the receiver (criu sends one message per run of pages: with scattered
+	// writes tens of thousands of small ones), flushed before every answer is read.
+	out := &flushingRW{r: conn, w: bufio.NewWriterSize(conn, 1<<20)}
 	var st relayStats
 	cov := coverage{}
 	var hb [pageproto.HeaderSize]byte
@@ -97,7 +106,20 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 				return nil, st, fmt.Errorf("send to receiver: %w", err)
 			}
 			if h.Cmd == pageproto.IovOpen2 {
-				if err := fwdReply(1); err != nil {
+				if ct != nil {
+					b := make([]byte, 1)
+					if _, err := io.ReadFull(out, b); err != nil {
+						return nil, st, fmt.Errorf("receiver's answer: %w", err)
+					}
+					if parent != nil && len(parent[h.DstID]) > 0 && ct.hasParent(h.DstID) {
+						b[0] = 1
+					} else {
+						b[0] = 0
+					}
+					if _, err := criu.Write(b); err != nil {
+						return nil, st, err
+					}
+				} else if err := fwdReply(1); err != nil {
 					return nil, st, err
 				}
 			}
@@ -115,6 +137,20 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 			}
 			cov.add(h.DstID, h.Vaddr, h.Vaddr+h.Nr*ps)
 			if flags&image.PEPresent == 0 {
+				if ct != nil && flags&image.PEParent != 0 {
+					// criu's own decision (criu tracking): the parent round must have the pages
+					for i := uint64(0); i < h.Nr; i++ {
+						if !parent.has(h.DstID, h.Vaddr+i*ps) {
+							return nil, st, fmt.Errorf("%w: criu sent %#x (%s) as PE_PARENT but the parent round has no page there", ErrCriuTrack, h.Vaddr+i*ps, dstName(h.DstID))
+						}
+					}
+					ct.parents.add(h.DstID, h.Vaddr, h.Vaddr+h.Nr*ps)
+					st.Parent += int64(h.Nr)
+					if _, err := out.Write(h.Bytes()); err != nil {
+						return nil, st, err
+					}
+					continue
+				}
 				st.Holes += int64(h.Nr)
 				if _, err := out.Write(h.Bytes()); err != nil {
 					return nil, st, err
@@ -171,6 +207,11 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 				i = j
 			}
 		case pageproto.IovClose, pageproto.IovForceClose:
+			if ct != nil && ct.onFlush != nil {
+				if err := ct.onFlush(ct.parents); err != nil {
+					return nil, st, err
+				}
+			}
 			if _, err := out.Write(h.Bytes()); err != nil {
 				return nil, st, err
 			}
@@ -185,6 +226,38 @@ func relay(criu *os.File, out io.ReadWriter, parent coverage, keep func(dst, va 
 			return nil, st, fmt.Errorf("%w: unknown command (%s)", ErrProtocol, h)
 		}
 	}
+}
+
+// flushingRW writes through a buffer and flushes it before each read (a request's answer).
+type flushingRW struct {
+	r io.Reader
+	w *bufio.Writer
+}
+
+func (f *flushingRW) Write(b []byte) (int, error) { return f.w.Write(b) }
+
+func (f *flushingRW) Read(b []byte) (int, error) {
+	if err := f.w.Flush(); err != nil {
+		return 0, err
+	}
+	return f.r.Read(b)
+}
+
+// ErrCriuTrack: criu's own tracking (--track-mem-uffd) disagreed with criukit's trackers.
+var ErrCriuTrack = errors.New("criu tracking check failed")
+
+// relayCriuTrack is the relay's part when criu skips unwritten pages itself.
+type relayCriuTrack struct {
+	hasParent func(dst uint64) bool // PS_IOV_OPEN2: may criu take unwritten pages of dst from the parent?
+	onFlush   func(parents coverage) error
+	parents   coverage // PE_PARENT ranges criu sent
+}
+
+func dstName(dst uint64) string {
+	if dst&0xff == pageproto.TypePid {
+		return fmt.Sprintf("pid %d", dst>>8)
+	}
+	return fmt.Sprintf("dst %#x", dst)
 }
 
 // discarder drops bytes of criu's stream without copying them: spliced through a pipe to

@@ -2,12 +2,14 @@ package migrate
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/criukit/criukit/cow"
+	"github.com/criukit/criukit/internal/pageproto"
 	"github.com/criukit/criukit/internal/procfs"
 	"github.com/criukit/criukit/memtrack"
 )
@@ -172,6 +174,41 @@ func (tt *TreeTracker) keeper(round int) func(vpid int, va uint64) bool {
 		j := sort.Search(len(w.written), func(i int) bool { return w.written[i].End > va })
 		return j < len(w.written) && w.written[j].Start <= va
 	}
+}
+
+// Continuous reports whether process vpid was tracked without a break since before round r-1's
+// dump (same process, tracker attached before it, scanned at round r-1's freeze): criu may then
+// take its unwritten pages from round r-1 (criu tracking mode).
+func (tt *TreeTracker) Continuous(round, vpid int) bool {
+	tt.mu.Lock()
+	defer tt.mu.Unlock()
+	p := tt.procs[vpid]
+	if p == nil || p.broken || round < p.validFrom || procfs.StartTime(p.pid) != p.start {
+		return false
+	}
+	_, ok := p.scanIdx[round-1]
+	return ok
+}
+
+// CheckParents verifies, after Frozen(round), that every page criu sent as PE_PARENT (parents,
+// by page-server dst) is one the trackers allow to come from the parent round.
+func (tt *TreeTracker) CheckParents(round int, parents coverage) error {
+	keep := tt.keeper(round)
+	ps := uint64(os.Getpagesize())
+	for dst, spans := range parents {
+		if dst&0xff != pageproto.TypePid {
+			return fmt.Errorf("%w: criu sent %s pages as PE_PARENT", ErrCriuTrack, dstName(dst))
+		}
+		for _, s := range spans {
+			for va := s.start; va < s.end; va += ps {
+				if keep(int(dst>>8), va) {
+					return fmt.Errorf("%w: criu sent page %#x of pid %d as unchanged (PE_PARENT), but the trackers saw it written or did not track it across round %d",
+						ErrCriuTrack, va, dst>>8, round)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Tracked returns the number of processes with a tracker.

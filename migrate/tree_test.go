@@ -15,12 +15,16 @@ import (
 // children's shared pages become a cow chain), later rounds chain onto it; after the restore every
 // process' checksum is the one before the move.
 func TestMigrateForkedTree(t *testing.T) {
-	t.Run("eager", func(t *testing.T) { testForkedTree(t, false) })
-	t.Run("lazy", func(t *testing.T) { testForkedTree(t, true) })
+	t.Run("eager", func(t *testing.T) { testForkedTree(t, false, false) })
+	t.Run("lazy", func(t *testing.T) { testForkedTree(t, true, false) })
+	t.Run("criu-tracking", func(t *testing.T) { testForkedTree(t, false, true) })
 }
 
-func testForkedTree(t *testing.T, lazy bool) {
-	criu := harness.Criu(t)
+func testForkedTree(t *testing.T, lazy, criuTrack bool) {
+	criu, tracking := harness.Criu(t), "relay"
+	if criuTrack {
+		criu, tracking = patchedCriu(t), "criu"
+	}
 	h := newHosts(t)
 	p := harness.Start(t, "cow", harness.WithNetns(h.A), harness.WithArgs("-mib", "16", "-children", "3", "-mode", "div10"))
 	before := p.Check(t)
@@ -29,7 +33,7 @@ func testForkedTree(t *testing.T, lazy bool) {
 	t.Cleanup(rv.Close)
 	res, err := Migrate(context.Background(), Options{
 		Pid: p.Pid, Dial: Local(rv), Netns: h.A, Rounds: 3, Pause: 100 * time.Millisecond, Criu: criu,
-		DumpArgs: []string{"--network-lock", "skip"}, Lazy: lazy,
+		DumpArgs: []string{"--network-lock", "skip"}, Lazy: lazy, Tracking: tracking,
 		AfterDump: func() error {
 			p.Kill()
 			for _, pid := range pids {

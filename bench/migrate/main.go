@@ -52,7 +52,7 @@ func main() {
 	}
 	mib := flag.Int("mib", 1024, "buffer size of the writer in MiB")
 	rates := flag.String("rates", "1,10", "write rates in percent of the buffer's pages per second")
-	rounds := flag.String("rounds", "1,3,5,5+lazy", "criukit migrate round counts (N+lazy: restore with criu lazy-pages from the receiver's flat copy; N+flat: eager restore from it)")
+	rounds := flag.String("rounds", "1,3,5,3+flat,5+lazy,3+criu,3+criu+flat,5+criu+lazy", "criukit migrate round counts (N+lazy: restore with criu lazy-pages from the receiver's flat copy; N+flat: eager restore from it; N+criu: criu dump --track-mem-uffd skips unwritten pages itself, needs scripts/build-criu)")
 	stockLazy := flag.Bool("stock-lazy", true, "also run the stock one-shot with a lazy-pages restore")
 	pause := flag.Duration("pause", 0, "pause between rounds")
 	asJSON := flag.Bool("json", false, "print rows as JSON")
@@ -205,6 +205,12 @@ func one(mib int, ratePct float64, mode string, pause time.Duration) (row, error
 	var res *migrate.Result
 	mode, o.Lazy = strings.CutSuffix(mode, "+lazy")
 	mode, o.Flat = strings.CutSuffix(mode, "+flat")
+	var criuTrack bool
+	mode, criuTrack = strings.CutSuffix(mode, "+criu")
+	o.Tracking = "relay" // stock criu
+	if criuTrack {
+		o.Tracking = "criu" // the patched build (criurun.FindTrackMemUffd)
+	}
 	if mode == "stock" {
 		res, err = migrate.OneShot(ctx, o)
 	} else {

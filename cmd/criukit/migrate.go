@@ -23,7 +23,7 @@ func init() {
 		pause                      time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "migrate --pid PID (--to HOST:PORT | --to-netns PATH) [--rounds N] [--map OLD=NEW]...",
+		Use:   "migrate (--pid PID | --container NAME) (--to HOST:PORT | --to-netns PATH) [--rounds N] [--map OLD=NEW]...",
 		Short: "Move a running process tree to another host or netns, iteratively, without soft-dirty",
 		Long: `migrate moves a running process tree (and its TCP connections with --tcp-established) to a
 receiver: another host running 'criukit migrate receive', or a network namespace on this machine.
@@ -42,8 +42,20 @@ criu itself talks to criukit's page server (criu dump --page-server --ps-socket)
 side drops unwritten pages before the wire; the receiver stores round 0 deduplicated (cow) and every
 later round as a parent chain. See docs/migrate.md for the design and the freeze-window argument.
 
-The frozen time is the last round only: criu still reads every page of the tree then (stock criu
-cannot skip pages without soft-dirty) but only written ones are sent and stored.
+The frozen time is the last round only. Stock criu still reads every page of the tree then (it
+cannot skip pages without soft-dirty) but only written ones are sent and stored. criukit's patched
+CRIU (scripts/build-criu, criu-patches/0010: criu dump --track-mem-uffd) reads the trackers'
+write-protect bits itself and never reads unwritten pages: migrate uses it when it is installed
+(--tracking criu|relay to choose); the relay still checks every page criu skipped.
+
+A podman container (--container NAME, runc runtime) moves the same way: every round is a real
+'podman container checkpoint --export' whose criu (started by runc, given to runc as a wrapper
+with --runtime-flag criu=...) sends its pages to the relay; the receiver puts the chain's pages,
+flattened, into podman's archive and runs 'podman container restore --import' (--name NAME to
+rename; --restore-arg and --dump-arg then take podman restore/checkpoint flags, e.g.
+--restore-arg=--ignore-static-ip); criu tracking works there too (the wrapper's config file).
+Without --to, --dir DIR restores it on this machine. The
+source container ends as podman leaves a checkpointed one (exited).
 
 On this machine (--to-netns) the dumped tree must be gone before its restore (pids are reused):
 migrate waits until the source pid disappears; a zombie whose parent never reaps it blocks that.`,
@@ -52,17 +64,29 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
   criukit migrate --pid 1234 --to hostB:7700 --rounds 4 --tcp-established --map 10.0.0.5=10.0.1.7
   # into a netns on this machine, as JSON
   criukit migrate --pid 1234 --to-netns /run/netns/blue --dir /var/tmp/mig --json
+  # a podman container, restored on this machine as web2 (podman flags of this VM)
+  criukit migrate --container web --dir /var/tmp/mig --name web2 \
+      --podman-arg=--cgroup-manager=cgroupfs --podman-arg=--runtime=runc
   # stop pre-copy as soon as a round sends at most 500 pages (at most 8 rounds)
   criukit migrate --pid 1234 --to hostB:7700 --rounds 8 --converge 500 --pause 1s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Pid <= 0 {
-				return errors.New("--pid is required")
-			}
-			if (o.To == "") == (toNetns == "") {
-				return errors.New("give exactly one of --to HOST:PORT and --to-netns PATH")
+			if (o.Pid <= 0) == (o.Container == "") {
+				return errors.New("give exactly one of --pid PID and --container NAME")
 			}
 			ctx := cmd.Context() // main's context: cancelled on SIGINT/SIGTERM
+			if o.Container != "" {
+				switch {
+				case toNetns != "":
+					return errors.New("--container: the container is restored by podman into its own network; use --to HOST:PORT or --dir DIR (this machine)")
+				case o.To == "" && dir == "":
+					return errors.New("--container needs --to HOST:PORT, or --dir DIR to restore it on this machine")
+				case o.To == "":
+					o.Dial = migrate.Local(&migrate.Receiver{Dir: dir, Podman: o.Podman, Log: os.Stderr})
+				}
+			} else if (o.To == "") == (toNetns == "") {
+				return errors.New("give exactly one of --to HOST:PORT and --to-netns PATH")
+			}
 			if toNetns != "" {
 				if dir == "" {
 					return errors.New("--to-netns needs --dir DIR (the receiver's images go there)")
@@ -108,9 +132,14 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 				e.SetIndent("", "  ")
 				return e.Encode(res)
 			}
+			if c := res.Converged; c != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "converged after round %d (%s: it sent %d pages)\n", c.AfterRound, c.Reason, c.Sent)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "moved in %d rounds: %s on the wire, frozen %.2fs (dump %.2fs, images %.2fs, source exit %.2fs, restore %.2fs), total %.2fs\n",
 				len(res.Rounds), humanBytes(float64(res.WireBytes)), res.FrozenSeconds, res.FrozenDump, res.FrozenImages, res.FrozenWait, res.FrozenRestore, res.TotalSeconds)
-			if res.Pid > 0 {
+			if res.Container != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "restored container %s (pid %d) from %s\n", res.Container, res.Pid, res.Dir)
+			} else if res.Pid > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "restored root pid %d from %s\n", res.Pid, res.Dir)
 			} else {
 				fmt.Fprintf(cmd.OutOrStdout(), "images in %s (not restored)\n", res.Dir)
@@ -120,13 +149,18 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.Pid, "pid", 0, "root of the process tree to move")
+	f.StringVar(&o.Container, "container", "", "podman container (name or ID, runc runtime) to move instead of --pid")
+	f.StringVar(&o.ContainerName, "name", "", "with --container: name of the restored container (default: the source's)")
+	f.StringArrayVar(&o.Podman, "podman-arg", nil, "with --container: podman global flag (repeat; e.g. --podman-arg=--cgroup-manager=cgroupfs)")
 	f.StringVar(&o.To, "to", "", "receiver address HOST:PORT ('criukit migrate receive' there)")
 	f.StringVar(&toNetns, "to-netns", "", "restore into this network namespace on this machine (path, e.g. /run/netns/NAME)")
-	f.StringVar(&dir, "dir", "", "with --to-netns: directory for the received images (round-0, round-1, ...)")
+	f.StringVar(&dir, "dir", "", "with --to-netns (or --container without --to): directory for the received images (round-0, round-1, ...)")
 	f.StringVar(&o.Netns, "netns", "", "run criu dump in this netns (the tree's, when it is not ours)")
 	f.StringVar(&o.DialNetns, "dial-netns", "", "connect to the receiver from this netns")
 	f.IntVar(&o.Rounds, "rounds", 3, "dumps in all; the last one freezes the tree (1 = one-shot)")
-	f.Int64Var(&o.Converge, "converge", 0, "make the next round the last once a round sends at most this many pages (0: always --rounds)")
+	f.Int64Var(&o.Converge, "converge", 0, "make the next round the last once a round sends at most this many pages (0: always --rounds); the JSON result says why in \"converged\"")
+	f.StringVar(&o.Tracking, "tracking", "", "who skips unwritten pages: criu (criu dump --track-mem-uffd of criukit's patched CRIU, scripts/build-criu: they are never read while frozen) or relay (stock criu reads them, the relay drops them); default: criu when available")
+	f.BoolVar(&o.ConvergeStall, "converge-stall", false, "make the next round the last once a round sends at least as many pages as the one before (the written set stopped shrinking)")
 	f.DurationVar(&pause, "pause", 0, "wait between rounds")
 	f.StringSliceVar(&o.Map, "map", nil, "address map for the restore, as in 'net rewrite --map' (OLD=NEW, prefixes, v4 and v6)")
 	f.BoolVar(&tcpEst, "tcp-established", false, "move established TCP connections (criu --tcp-established on dump and restore)")
@@ -142,6 +176,7 @@ migrate waits until the source pid disappears; a zombie whose parent never reaps
 	var (
 		listen, rdir, rnetns string
 		noDedup, once        bool
+		rpodman              []string
 	)
 	recv := &cobra.Command{
 		Use:   "receive --listen ADDR:PORT --dir DIR [--netns PATH]",
@@ -155,7 +190,8 @@ There is no authentication or encryption: whoever reaches the port can make this
 images and run criu restore on them as root. Listen on a private network, or on 127.0.0.1 behind an
 SSH tunnel (ssh -L 7700:127.0.0.1:7700 hostB, then migrate --to 127.0.0.1:7700).
 
-DIR/round-N holds round N; DIR/round-N/parent links to round N-1. Restoring by hand works too:
+DIR/round-N holds round N; DIR/round-N/parent links to round N-1. A podman container's migration
+also leaves DIR/podman-restore.tar, the archive imported with 'podman container restore --import'. Restoring by hand works too:
   criu restore -D DIR/round-LAST -d [--tcp-established]`,
 		Example: `  criukit migrate receive --listen 0.0.0.0:7700 --dir /srv/mig
   criukit migrate receive --listen [fd00::2]:7700 --dir /srv/mig --netns /run/netns/blue --once`,
@@ -171,7 +207,7 @@ DIR/round-N holds round N; DIR/round-N/parent links to round N-1. Restoring by h
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "migrate receiver listening on %s, images in %s\n", l.Addr(), rdir)
-			rv := &migrate.Receiver{Dir: rdir, Netns: rnetns, NoDedup: noDedup, Log: os.Stderr}
+			rv := &migrate.Receiver{Dir: rdir, Netns: rnetns, NoDedup: noDedup, Podman: rpodman, Log: os.Stderr}
 			if once {
 				rv.OnRestore = func(pid int, err error) { stop() }
 			}
@@ -184,6 +220,7 @@ DIR/round-N holds round N; DIR/round-N/parent links to round N-1. Restoring by h
 	rf.StringVar(&rnetns, "netns", "", "restore in this network namespace (path)")
 	rf.BoolVar(&noDedup, "no-dedup", false, "store round 0 as sent (no cow dedup)")
 	rf.BoolVar(&once, "once", false, "exit after the first restore")
+	rf.StringArrayVar(&rpodman, "podman-arg", nil, "podman global flag for container migrations (repeat)")
 	cmd.AddCommand(recv)
 	root.AddCommand(cmd)
 	_ = context.Background
