@@ -53,6 +53,9 @@ type Options struct {
 	LibsoccrMSS bool
 	// Engine saves and restores the sockets: EngineSoccr ("" too) or EngineLibsoccr.
 	Engine string
+	// AutoBuf leaves SO_SNDBUF/SO_RCVBUF alone (autotuned buffers, like a program that never
+	// sets them; the C cases' processes): the window oracle's bound is then tcp_rmem[2].
+	AutoBuf bool
 }
 
 func (o *Options) bufOf(side int) int {
@@ -170,6 +173,9 @@ func New(o Options) (*Lab, error) {
 	for i := range l.sides {
 		l.nstat0[i], _ = l.sides[i].readNetstat()
 		l.wire[i].maxBuf = o.bufOf(i)
+		if o.AutoBuf {
+			l.wire[i].maxBuf = l.sides[i].rmemMax() / 2
+		}
 	}
 	return l, nil
 }
