@@ -260,9 +260,9 @@ func RunCase(cs *Case, f Family, ro RunOptions) (res Result) {
 	if ro.Engine != "" {
 		o.Engine = ro.Engine
 	}
-	if o.Engine == EngineLibsoccr && (o.Faults.Any() || o.LibsoccrMSS || o.PeerWindow) {
+	if o.Engine == EngineLibsoccr && (o.Faults.Any() || o.LibsoccrMSS || o.PeerWindow || o.RestoreHook) {
 		// Seeded faults and soccr's options are hooks of the Go port: nothing to compare.
-		res.Status, res.Observed = "skip", []string{"soccr-only hook (Faults, LibsoccrMSS, PeerWindow)"}
+		res.Status, res.Observed = "skip", []string{"soccr-only hook (Faults, LibsoccrMSS, PeerWindow, RestoreHook)"}
 		return res
 	}
 	if ro.PcapDir != "" {

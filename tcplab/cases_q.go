@@ -1,6 +1,7 @@
 package tcplab
 
 import (
+	"strings"
 	"time"
 
 	"github.com/criukit/criukit/soccr"
@@ -175,5 +176,62 @@ func init() {
 					c.Fatalf("B read %q", got)
 				}
 			}},
+		&Case{ID: "Q08", KernelDependent: true, Title: "B's data arrives while A' is in repair mode, before its receive queue is restored",
+			Expect: "A' reads the dumped bytes then B's, exactly once, in order (asserted). Recorded, 6.18: the held segment, released between TCP_QUEUE_SEQ and the receive-queue write, is taken (input ignores tp->repair; CRIU's network lock is what keeps such packets out) but out of order, since rcv_nxt is still the queue's start; its in-repair ACK (ack = queue start, SACK of it) meets the lock; the queue write fills the hole but tcp_send_rcvq does not pull the out-of-order queue, so B's bytes become readable only when B retransmits them at its RTO. Right for the stream, a one-RTO stall: a kernel merging the out-of-order queue after a repair write would avoid it",
+			Opts:   Options{RestoreHook: true},
+			Run: func(c *C) {
+				inRepairArrival(c, true)
+			}},
+		&Case{ID: "Q09", Title: "B's data arrives right after A' left repair mode (receive queue restored)",
+			Expect: "the held segment continues the restored receive queue (rcv_nxt = dumped inq_seq): accepted in order at once, A' reads the dumped bytes then B's, no retransmission needed",
+			Run: func(c *C) {
+				inRepairArrival(c, false)
+			}},
 	)
+}
+
+// inRepairArrival: A has unread bytes from B when dumped and B's next segment is held; it is
+// released inside soccr.Restore just before the receive queue is written (during) or right
+// after Resume (!during). Then A' must read both, in order, exactly once.
+func inRepairArrival(c *C, during bool) {
+	c.Handshake()
+	c.Write(c.B, "queued-at-dump|")
+	c.HoldDir(BtoA)
+	c.Write(c.B, "arrives-in-repair")
+	held := c.NeedHeld(BtoA, 1)
+	snap := c.Checkpoint(c.A)
+	if snap.InqLen != 15 {
+		c.Snapf("inq_len %d, want 15", snap.InqLen)
+	}
+	c.Hold(nil)
+	released := false
+	if during {
+		c.duringRestore = func(step string) {
+			if !released && strings.HasPrefix(step, "restore RECV queue") {
+				released = true
+				c.Event("release #%d before the receive queue is restored", held[0].N)
+				c.Deliver(held...)
+				inq, _ := unix.IoctlGetInt(c.A.FD(), unix.SIOCINQ)
+				c.Observe("in repair, before the queue is written: SIOCINQ %d (the segment is out of order)", inq)
+			}
+		}
+	}
+	c.Restore(c.A, snap)
+	c.duringRestore = nil
+	if during && !released {
+		c.Fatalf("soccr.Restore never reached the receive queue step")
+	}
+	if !during {
+		c.Deliver(held...)
+	}
+	want := "queued-at-dump|arrives-in-repair"
+	got := c.ReadAll(c.A, len(want), 5*time.Second)
+	if string(got) != want {
+		c.Fatalf("A' read %q, want %q", got, want)
+	}
+	if during {
+		c.Observe("B had to retransmit its segment: %v", c.Netstat(B)["TcpRetransSegs"] > 0)
+	} else if n := c.Netstat(B)["TcpRetransSegs"]; n > 0 {
+		c.Fatalf("B retransmitted %d segments: A' did not take the segment that continued its restored queue", n)
+	}
 }

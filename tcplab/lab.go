@@ -53,6 +53,8 @@ type Options struct {
 	LibsoccrMSS bool
 	// Engine saves and restores the sockets: EngineSoccr ("" too) or EngineLibsoccr.
 	Engine string
+	// RestoreHook marks cases that act inside soccr.Restore (Lab.duringRestore): soccr only.
+	RestoreHook bool
 	// AutoBuf leaves SO_SNDBUF/SO_RCVBUF alone (autotuned buffers, like a program that never
 	// sets them; the C cases' processes): the window oracle's bound is then tcp_rmem[2].
 	AutoBuf bool
@@ -114,6 +116,9 @@ type Lab struct {
 	tripped   map[string]int // oracle kind -> violations, allowed ones included
 	burst     int            // packets captured in the current Settle
 	storm     bool           // an endless exchange was detected: every packet is dropped
+	// duringRestore, when set, is called with each step soccr.Restore logs, while it runs
+	// (the socket in repair mode, the network locked): a case acts between two steps.
+	duringRestore func(step string)
 }
 
 // Tripped returns how often an oracle fired in this case so far (allowed or not): a case that

@@ -311,7 +311,12 @@ func (l *Lab) restoreInto(side int, snap *soccr.Snapshot, into *Sock, check, res
 		err = l.libsoccrRestore(fd, side, snap)
 	} else {
 		err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow, LibsoccrMSS: l.o.LibsoccrMSS,
-			Log: func(f string, a ...any) { l.Note("soccr: "+f, a...) }})
+			Log: func(f string, a ...any) {
+				l.Note("soccr: "+f, a...)
+				if l.duringRestore != nil {
+					l.duringRestore(fmt.Sprintf(f, a...))
+				}
+			}})
 	}
 	l.Settle()
 	if err != nil {
