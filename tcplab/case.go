@@ -265,6 +265,10 @@ func RunCase(cs *Case, f Family, ro RunOptions) (res Result) {
 		res.Status, res.Observed = "skip", []string{"soccr-only hook (Faults, LibsoccrMSS, PeerWindow, RestoreHook)"}
 		return res
 	}
+	if o.Engine == EngineLibsoccr && cs.Family() == "C" {
+		res.Status, res.Observed = "skip", []string{"CRIU in the loop: CRIU's own libsoccr saves and restores, whatever the engine"}
+		return res
+	}
 	if ro.PcapDir != "" {
 		o.Pcap = filepath.Join(ro.PcapDir, strings.ReplaceAll(res.Name, "/", "-")+".pcap")
 	}
