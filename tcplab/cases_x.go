@@ -231,6 +231,22 @@ func init() {
 				c.Write(c.B, "2")
 				c.ExpectRead(c.A, "2")
 			}},
+		&Case{ID: "X15", TraceVaries: true, Title: "one unread byte in A's receive queue, its ACK still owed (delayed ACK)",
+			Expect: "A' returns that byte at once after the restore (it is in the restored queue, not waiting for B's retransmission); B's RTO retransmission of it is then a duplicate, not delivered twice",
+			Opts:   Options{NoQuickack: true}, Run: func(c *C) {
+				c.Handshake()
+				c.Must(unix.SetsockoptInt(c.A.FD(), unix.SOL_TCP, unix.TCP_QUICKACK, 0), "TCP_QUICKACK 0")
+				c.Write(c.B, "1")
+				snap := c.Checkpoint(c.A)
+				if snap.InqLen != 1 || snap.RcvWup == snap.InqSeq {
+					c.Snapf("inq_len %d, rcv_nxt-rcv_wup %d: want 1 byte with its ACK owed", snap.InqLen, snap.InqSeq-snap.RcvWup)
+				}
+				c.Restore(c.A, snap)
+				c.ExpectRead(c.A, "1")
+				c.WaitPkt(BtoA, 3*time.Second, "B's retransmission", dataPkt)
+				c.Write(c.B, "2")
+				c.ExpectRead(c.A, "2")
+			}},
 		&Case{ID: "X14", TraceVaries: true, Title: "zero window at B, A' left alone until its persist timer fires", Expect: "A' restores snd_wnd=0 (not max_window): pushed before B's answer to the REPAIR_OFF probe arrives, it sends no data beyond B's zero window; when B reads, all data flows",
 			Opts: Options{Buf: 16384}, Run: func(c *C) {
 				c.Handshake()

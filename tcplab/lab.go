@@ -2,7 +2,6 @@ package tcplab
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -557,7 +556,11 @@ func (l *Lab) Duplicate(p *Pkt) {
 func (l *Lab) Inject(s int, raw []byte) error {
 	p, ok := parsePkt(raw)
 	if !ok {
-		return errors.New("tcplab: inject: not a TCP packet")
+		// A malformed packet still goes onto the wire, as a raw socket would send it: what
+		// the kernel then does with it (drop it) is the behaviour to judge.
+		l.Event("inject a malformed packet (%d bytes) into %s", len(raw), sideName[s])
+		_, err := unix.Write(l.sides[s].tun, raw)
+		return err
 	}
 	p.Dir = Dir(1 - s)
 	l.n++
