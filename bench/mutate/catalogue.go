@@ -91,7 +91,7 @@ var Catalogue = []Mutant{
 	{ID: "rst-sndwnd-max", Area: "restore/windows", What: "snd_wnd restored as max_window", File: "soccr/restore.go",
 		Old: "w := window{r.d.SndWl1, r.d.SndWnd, r.d.MaxWindow", New: "w := window{r.d.SndWl1, r.d.MaxWindow, r.d.MaxWindow", Cases: `^(X14|W01|E05|E06|P08|W02)/`},
 	{ID: "rst-rcvbuf-small", Area: "restore/buffers", What: "SO_RCVBUF restored at a quarter", File: "soccr/restore.go",
-		Old: "unix.SO_RCVBUFFORCE, s.RcvBuf/2)", New: "unix.SO_RCVBUFFORCE, s.RcvBuf/8)", Cases: `^(Q04|X01|X02|E14|W02)/`},
+		Old: "unix.SO_RCVBUFFORCE, s.RcvBuf/2)", New: "unix.SO_RCVBUFFORCE, s.RcvBuf/8)", Cases: `^(Q04|X01|X02|E14|W02)/`, Fast: true},
 	// --- restore: queues ---
 	{ID: "rst-unsent-as-sent", Area: "restore/queues", What: "the unsent tail written with repair on (as if sent)", File: "soccr/restore.go",
 		Old: "sent := d.OutqLen - uint32(ulen)", New: "sent, ulen := d.OutqLen, int64(0)", Cases: `^(E05|E06|W01|E14|H06|P08)/`},
@@ -134,7 +134,7 @@ var Catalogue = []Mutant{
 	{ID: "rst-window-first", Area: "restore/order", What: "TCP_REPAIR_WINDOW set before the queues are written (the unsent tail then leaves into the network lock)", File: "soccr/restore.go",
 		Old:   "\tif err := r.restoreQueues(); err != nil {\n\t\treturn err\n\t}\n\tif s.SndBuf > 0 && s.OutqLen > 0 {\n\t\tif err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, s.SndBuf/2); err != nil {\n\t\t\treturn r.err(\"setsockopt(SO_SNDBUFFORCE)\", err)\n\t\t}\n\t}\n\tif s.HasWindow && !r.faults.NoWindow {\n\t\tw := window{r.d.SndWl1, r.d.SndWnd, r.d.MaxWindow, r.d.RcvWnd, r.d.RcvWup}\n\t\tif m&(rcvqFirstFin|rcvqSecondFin) != 0 {\n\t\t\tw.rcvWup--\n\t\t\tw.rcvWnd++\n\t\t}\n\t\tr.logf(\"set window %+v\", w)\n\t\tif err := setsockoptBytes(fd, unix.SOL_TCP, tcpRepairWindow, w.bytes()); err != nil {\n\t\t\treturn r.err(\"setsockopt(TCP_REPAIR_WINDOW)\", err)\n\t\t}\n\t}\n",
 		New:   "\tif s.HasWindow && !r.faults.NoWindow {\n\t\tw := window{r.d.SndWl1, r.d.SndWnd, r.d.MaxWindow, r.d.RcvWnd, r.d.RcvWup}\n\t\tif m&(rcvqFirstFin|rcvqSecondFin) != 0 {\n\t\t\tw.rcvWup--\n\t\t\tw.rcvWnd++\n\t\t}\n\t\tr.logf(\"set window %+v\", w)\n\t\tif err := setsockoptBytes(fd, unix.SOL_TCP, tcpRepairWindow, w.bytes()); err != nil {\n\t\t\treturn r.err(\"setsockopt(TCP_REPAIR_WINDOW)\", err)\n\t\t}\n\t}\n\tif err := r.restoreQueues(); err != nil {\n\t\treturn err\n\t}\n\tif s.SndBuf > 0 && s.OutqLen > 0 {\n\t\tif err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, s.SndBuf/2); err != nil {\n\t\t\treturn r.err(\"setsockopt(SO_SNDBUFFORCE)\", err)\n\t\t}\n\t}\n",
-		Cases: `^(Q06|Q05|Q02|K04)/`},
+		Cases: `^(Q06|Q05|Q02|K04)/`, Fast: true},
 	{ID: "rst-maxseg-late", Area: "restore/order", What: "TCP_MAXSEG not set before connect (libsoccr's order: mss_cache stays at the connect-time default)", File: "soccr/restore.go",
 		Old: "if d.State != SynSent && !r.o.LibsoccrMSS && d.MssClamp >= 88 {", New: "if false && d.State != SynSent && !r.o.LibsoccrMSS && d.MssClamp >= 88 {", Cases: `^(X04|X03|X01|X05)/`},
 	{ID: "rst-ts-back", Area: "restore/options", What: "TCP_TIMESTAMP restored 5 s behind the dumped clock (offset subtracted)", File: "soccr/restore.go",
