@@ -2,8 +2,12 @@
 // alone (a source rewrite passed to `go test -overlay`, so the module is never modified),
 // builds the tcplab test binary, runs the mutant's cases (stopping at the first case that
 // fails on a behavioural oracle), and prints the score, the oracle that caught each mutant and
-// the survivors. A failure made only of re-dump differences does not count as a kill: the
-// re-dump uses the same, possibly mutated, soccr.Save.
+// the survivors. Only behavioural oracles kill (wire oracles, or the application's view: bytes,
+// EOF, state, a stall): a failure made only of re-dump differences (the re-dump uses the same,
+// possibly mutated, soccr.Save), of checks on the dumped data, or of a refusal of Save/Restore
+// does not count, except a refusal for a mutant whose catalogue entry argues (Refusal) that it
+// is the bug's whole, user-visible effect. Each line says which case and oracle killed the
+// mutant and of which KIND (wire, app, refusal (argued)).
 //
 //	go run ./bench/mutate                 # the whole catalogue
 //	go run ./bench/mutate --fast          # the CI subset
