@@ -18,7 +18,7 @@ func init() {
 				c.ExpectRead(c.A, "pong")
 				snap := c.Checkpoint(c.A)
 				if snap.InqLen != 0 || snap.OutqLen != 0 {
-					c.Fatalf("queues not empty: %+v", snap.Data)
+					c.Snapf("queues not empty: %+v", snap.Data)
 				}
 				c.Restore(c.A, snap)
 				c.Write(c.A, "after")
@@ -32,7 +32,7 @@ func init() {
 				c.Write(c.B, "unread-by-A")
 				snap := c.Checkpoint(c.A)
 				if snap.InqLen != 11 {
-					c.Fatalf("inq_len %d, want 11", snap.InqLen)
+					c.Snapf("inq_len %d, want 11", snap.InqLen)
 				}
 				c.Restore(c.A, snap)
 				c.ExpectRead(c.A, "unread-by-A")
@@ -47,7 +47,7 @@ func init() {
 				held := c.NeedHeld(AtoB, 1)
 				snap := c.Checkpoint(c.A)
 				if snap.OutqLen != 12 || snap.UnsqLen != 0 {
-					c.Fatalf("outq %d unsq %d, want 12/0", snap.OutqLen, snap.UnsqLen)
+					c.Snapf("outq %d unsq %d, want 12/0", snap.OutqLen, snap.UnsqLen)
 				}
 				c.Drop(held...)
 				c.Hold(nil)
@@ -77,7 +77,7 @@ func init() {
 				n := c.A.Fill(4096)
 				snap := c.Checkpoint(c.A)
 				if snap.UnsqLen == 0 {
-					c.Fatalf("no unsent data at dump (outq %d)", snap.OutqLen)
+					c.Snapf("no unsent data at dump (outq %d)", snap.OutqLen)
 				}
 				c.Event("filled: unsent>0 %v", snap.UnsqLen > 0)
 				c.Restore(c.A, snap)
@@ -222,12 +222,15 @@ func init() {
 }
 
 func largeQueues(c *C) {
+	// 1 MiB both ways at once: on v4 the kernel drops a segment under receive-memory pressure
+	// on B too, which is never dumped (RcvQDrop, RcvPruned): not a restore effect.
+	c.Allow("drop")
 	c.Handshake()
 	nb := c.B.Fill(65536)
 	na := c.A.Fill(65536)
 	snap := c.Checkpoint(c.A)
 	if snap.InqLen < 256<<10 || snap.OutqLen < 256<<10 {
-		c.Fatalf("queues too small to need chunks: inq %d outq %d", snap.InqLen, snap.OutqLen)
+		c.Snapf("queues too small to need chunks: inq %d outq %d", snap.InqLen, snap.OutqLen)
 	}
 	c.Restore(c.A, snap)
 	c.ReadAll(c.A, nb, 10*time.Second)

@@ -66,7 +66,7 @@ func init() {
 				held := c.HeldIn(AtoB)
 				snap := c.Checkpoint(c.A)
 				if snap.State != soccr.FinWait1 || snap.OutqLen != 12 {
-					c.Fatalf("dump %v outq %d, want FIN_WAIT1 12", snap.State, snap.OutqLen)
+					c.Snapf("dump %v outq %d, want FIN_WAIT1 12", snap.State, snap.OutqLen)
 				}
 				c.Drop(held...)
 				c.Hold(nil)
@@ -177,7 +177,7 @@ func init() {
 				c.ExpectEOF(c.A)
 				snap := c.Checkpoint(c.A)
 				if snap.State != soccr.Close || snap.InqLen != 0 || snap.OutqLen != 0 {
-					c.Fatalf("dump %v inq %d outq %d, want CLOSE 0 0", snap.State, snap.InqLen, snap.OutqLen)
+					c.Snapf("dump %v inq %d outq %d, want CLOSE 0 0", snap.State, snap.InqLen, snap.OutqLen)
 				}
 				// The original's TIME_WAIT sock holds the 4-tuple in A's netns (H17): restore
 				// where the process migrated to.
@@ -217,7 +217,7 @@ func init() {
 				c.ExpectState(c.A, soccr.Close)
 				snap := c.Checkpoint(c.A)
 				if snap.State != soccr.Close || snap.InqLen != 6 || snap.OutqLen != 0 {
-					c.Fatalf("dump %v inq %d outq %d, want CLOSE 6 0", snap.State, snap.InqLen, snap.OutqLen)
+					c.Snapf("dump %v inq %d outq %d, want CLOSE 6 0", snap.State, snap.InqLen, snap.OutqLen)
 				}
 				c.Restore(c.A, snap)
 				data, eof, err := c.A.Read()

@@ -110,7 +110,7 @@ func init() {
 				n := c.A.Fill(4096)
 				snap := c.Checkpoint(c.A)
 				if snap.UnsqLen == 0 {
-					c.Fatalf("no unsent data at dump")
+					c.Snapf("no unsent data at dump")
 				}
 				n0 := len(c.Trace())
 				c.Restore(c.A, snap)

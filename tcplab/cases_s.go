@@ -24,7 +24,7 @@ func init() {
 				isn := syn[0].Seq
 				snap := c.Checkpoint(a)
 				if snap.State != soccr.SynSent {
-					c.Fatalf("dump state %v", snap.State)
+					c.Snapf("dump state %v", snap.State)
 				}
 				c.Drop(syn...)
 				c.Hold(nil)
@@ -140,7 +140,7 @@ func init() {
 				c.Write(c.B, "w")
 				snap := c.Checkpoint(c.A)
 				if snap.OptMask&soccr.OptWscale != 0 {
-					c.Fatalf("opt_mask %#x has WSCALE", snap.OptMask)
+					c.Snapf("opt_mask %#x has WSCALE", snap.OptMask)
 				}
 				c.Restore(c.A, snap)
 				c.ExpectRead(c.A, "w")

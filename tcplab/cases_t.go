@@ -19,7 +19,7 @@ func init() {
 				c.Write(c.B, "ts-2")
 				snap := c.Checkpoint(c.A)
 				if snap.OptMask&soccr.OptTimestamps == 0 {
-					c.Fatalf("opt_mask %#x without timestamps", snap.OptMask)
+					c.Snapf("opt_mask %#x without timestamps", snap.OptMask)
 				}
 				c.Restore(c.A, snap)
 				c.ExpectRead(c.A, "ts-2")
@@ -56,7 +56,7 @@ func init() {
 				c.ExpectRead(c.B, "before")
 				snap := c.Checkpoint(c.A)
 				if snap.Timestamp&1 != 0 {
-					c.Fatalf("dumped timestamp %d is odd: the lab's sockets use ms timestamps", snap.Timestamp)
+					c.Snapf("dumped timestamp %d is odd: the lab's sockets use ms timestamps", snap.Timestamp)
 				}
 				c.Restore(c.A, snap)
 				last, t0 := c.lastTS[A], time.Now()

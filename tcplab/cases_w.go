@@ -15,7 +15,7 @@ func init() {
 			Expect:          "6.17+: A' drops the in-flight data after restore (PR #3042); a kernel keeping the max right edge (RFC 7323 rcv_mwnd_seq) accepts it; B retransmits, stream intact; recorded",
 			KernelDependent: true,
 			Run: func(c *C) {
-				c.Allow("retract") // the retraction is the subject of the case
+				c.Allow("retract", "drop") // the retraction (and the drop it causes) is the subject of the case
 				c.Handshake()
 				c.HoldDir(BtoA)
 				all := c.sendSegs(c.B, 8, 1000)

@@ -26,7 +26,7 @@ func xRoundTrip(c *C, dumpB bool) {
 	held := c.HeldIn(AtoB)
 	sa := c.Checkpoint(c.A)
 	if sa.InqLen != 3000 || sa.OutqLen != 2500 {
-		c.Fatalf("dump inq %d outq %d, want 3000 2500", sa.InqLen, sa.OutqLen)
+		c.Snapf("dump inq %d outq %d, want 3000 2500", sa.InqLen, sa.OutqLen)
 	}
 	c.Event("A dumped: wscale snd %d rcv %d, mss %d, opts %#x", sa.SndWscale, sa.RcvWscale, sa.MssClamp, sa.OptMask)
 	var sb *soccr.Snapshot
@@ -108,7 +108,7 @@ func init() {
 				c.Write(c.B, "owed-ack")
 				snap := c.Checkpoint(c.A)
 				if snap.RcvWup == snap.InqSeq {
-					c.Fatalf("no pending ACK at dump (rcv_wup == rcv_nxt)")
+					c.Snapf("no pending ACK at dump (rcv_wup == rcv_nxt)")
 				}
 				c.Event("dump: rcv_nxt - rcv_wup = %d", snap.InqSeq-snap.RcvWup)
 				c.Restore(c.A, snap)
@@ -186,7 +186,7 @@ func init() {
 				held := c.HeldIn(AtoB)
 				snap := c.Checkpoint(c.A)
 				if snap.State != soccr.LastAck || snap.OutqLen != 11 {
-					c.Fatalf("dump %v outq %d, want LAST_ACK 11", snap.State, snap.OutqLen)
+					c.Snapf("dump %v outq %d, want LAST_ACK 11", snap.State, snap.OutqLen)
 				}
 				c.Drop(held...)
 				c.Hold(nil)
@@ -224,10 +224,26 @@ func init() {
 				c.Write(c.B, "1")
 				snap := c.Checkpoint(c.A)
 				if snap.InqLen != 1 {
-					c.Fatalf("inq_len %d, want 1", snap.InqLen)
+					c.Snapf("inq_len %d, want 1", snap.InqLen)
 				}
 				c.Restore(c.A, snap)
 				c.ExpectRead(c.A, "1")
+				c.Write(c.B, "2")
+				c.ExpectRead(c.A, "2")
+			}},
+		&Case{ID: "X15", TraceVaries: true, Title: "one unread byte in A's receive queue, its ACK still owed (delayed ACK)",
+			Expect: "A' returns that byte at once after the restore (it is in the restored queue, not waiting for B's retransmission); B's RTO retransmission of it is then a duplicate, not delivered twice",
+			Opts:   Options{NoQuickack: true}, Run: func(c *C) {
+				c.Handshake()
+				c.Must(unix.SetsockoptInt(c.A.FD(), unix.SOL_TCP, unix.TCP_QUICKACK, 0), "TCP_QUICKACK 0")
+				c.Write(c.B, "1")
+				snap := c.Checkpoint(c.A)
+				if snap.InqLen != 1 || snap.RcvWup == snap.InqSeq {
+					c.Snapf("inq_len %d, rcv_nxt-rcv_wup %d: want 1 byte with its ACK owed", snap.InqLen, snap.InqSeq-snap.RcvWup)
+				}
+				c.Restore(c.A, snap)
+				c.ExpectRead(c.A, "1")
+				c.WaitPkt(BtoA, 3*time.Second, "B's retransmission", dataPkt)
 				c.Write(c.B, "2")
 				c.ExpectRead(c.A, "2")
 			}},
@@ -237,7 +253,7 @@ func init() {
 				n := c.A.Fill(4096)
 				snap := c.Checkpoint(c.A)
 				if snap.UnsqLen == 0 {
-					c.Fatalf("no unsent data at dump")
+					c.Snapf("no unsent data at dump")
 				}
 				// B's answer to the REPAIR_OFF probe would overwrite A's snd_wnd: hold it, so A'
 				// acts on the restored window alone.

@@ -2,7 +2,6 @@ package tcplab
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -53,6 +52,11 @@ type Options struct {
 	LibsoccrMSS bool
 	// Engine saves and restores the sockets: EngineSoccr ("" too) or EngineLibsoccr.
 	Engine string
+	// RestoreHook marks cases that act inside soccr.Restore (Lab.duringRestore): soccr only.
+	RestoreHook bool
+	// AutoBuf leaves SO_SNDBUF/SO_RCVBUF alone (autotuned buffers, like a program that never
+	// sets them; the C cases' processes): the window oracle's bound is then tcp_rmem[2].
+	AutoBuf bool
 }
 
 func (o *Options) bufOf(side int) int {
@@ -111,6 +115,9 @@ type Lab struct {
 	tripped   map[string]int // oracle kind -> violations, allowed ones included
 	burst     int            // packets captured in the current Settle
 	storm     bool           // an endless exchange was detected: every packet is dropped
+	// duringRestore, when set, is called with each step soccr.Restore logs, while it runs
+	// (the socket in repair mode, the network locked): a case acts between two steps.
+	duringRestore func(step string)
 }
 
 // Tripped returns how often an oracle fired in this case so far (allowed or not): a case that
@@ -170,6 +177,9 @@ func New(o Options) (*Lab, error) {
 	for i := range l.sides {
 		l.nstat0[i], _ = l.sides[i].readNetstat()
 		l.wire[i].maxBuf = o.bufOf(i)
+		if o.AutoBuf {
+			l.wire[i].maxBuf = l.sides[i].rmemMax() / 2
+		}
 	}
 	return l, nil
 }
@@ -546,7 +556,11 @@ func (l *Lab) Duplicate(p *Pkt) {
 func (l *Lab) Inject(s int, raw []byte) error {
 	p, ok := parsePkt(raw)
 	if !ok {
-		return errors.New("tcplab: inject: not a TCP packet")
+		// A malformed packet still goes onto the wire, as a raw socket would send it: what
+		// the kernel then does with it (drop it) is the behaviour to judge.
+		l.Event("inject a malformed packet (%d bytes) into %s", len(raw), sideName[s])
+		_, err := unix.Write(l.sides[s].tun, raw)
+		return err
 	}
 	p.Dir = Dir(1 - s)
 	l.n++

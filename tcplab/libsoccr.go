@@ -16,6 +16,9 @@ import (
 const (
 	EngineSoccr    = "soccr"    // the Go port (default)
 	EngineLibsoccr = "libsoccr" // CRIU's C libsoccr through libsoccr-helper (scripts/build-libsoccr)
+	// EngineLibsoccrSave dumps with CRIU's libsoccr and restores with soccr: soccr restoring
+	// what CRIU dumped (soccr.FromImages), so a restore bug is judged on a dump soccr did not make.
+	EngineLibsoccrSave = "libsoccr-save"
 )
 
 // LibsoccrHelper is the path of the C driver of CRIU's libsoccr ($TCPLAB_LIBSOCCR_HELPER or

@@ -227,3 +227,20 @@ func (s *side) readNetstat() (map[string]int64, error) {
 	})
 	return out, err
 }
+
+// rmemMax is net.ipv4.tcp_rmem[2] of the side's netns: the largest receive buffer an
+// autotuned socket can reach (6 MiB by default; 0 if unreadable).
+func (s *side) rmemMax() int {
+	n := 0
+	_ = nsrun.Do(s.ns, func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_rmem")
+		if err != nil {
+			return err
+		}
+		if f := strings.Fields(string(b)); len(f) == 3 {
+			fmt.Sscan(f[2], &n)
+		}
+		return nil
+	})
+	return n
+}

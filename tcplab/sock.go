@@ -71,8 +71,11 @@ func (l *Lab) socket(s int) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("socket in %s: %w", sideName[s], err)
 	}
-	for _, o := range [][3]int{{unix.SOL_SOCKET, unix.SO_SNDBUF, l.o.bufOf(s)}, {unix.SOL_SOCKET, unix.SO_RCVBUF, l.o.bufOf(s)},
-		{unix.SOL_TCP, unix.TCP_NODELAY, 1}, {unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}} {
+	opts := [][3]int{{unix.SOL_TCP, unix.TCP_NODELAY, 1}, {unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}}
+	if !l.o.AutoBuf {
+		opts = append(opts, [3]int{unix.SOL_SOCKET, unix.SO_SNDBUF, l.o.bufOf(s)}, [3]int{unix.SOL_SOCKET, unix.SO_RCVBUF, l.o.bufOf(s)})
+	}
+	for _, o := range opts {
 		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
 			unix.Close(fd)
 			return -1, fmt.Errorf("setsockopt %v: %w", o, err)
@@ -241,7 +244,7 @@ func (l *Lab) Save(s *Sock) (*soccr.Snapshot, error) {
 
 // save runs the lab's engine on fd (in repair mode).
 func (l *Lab) save(fd int) (*soccr.Snapshot, error) {
-	if l.o.Engine == EngineLibsoccr {
+	if l.o.Engine == EngineLibsoccr || l.o.Engine == EngineLibsoccrSave {
 		return libsoccrSave(fd)
 	}
 	return soccr.Save(fd)
@@ -297,7 +300,7 @@ func (l *Lab) restoreInto(side int, snap *soccr.Snapshot, into *Sock, check, res
 	} else {
 		s = l.newSock(side, fd)
 	}
-	if snap.SndBuf == 0 {
+	if snap.SndBuf == 0 && !l.o.AutoBuf {
 		snap.SndBuf, snap.RcvBuf = 2*l.o.bufOf(side), 2*l.o.bufOf(side)
 	}
 	if into != nil {
@@ -308,7 +311,12 @@ func (l *Lab) restoreInto(side int, snap *soccr.Snapshot, into *Sock, check, res
 		err = l.libsoccrRestore(fd, side, snap)
 	} else {
 		err = soccr.Restore(fd, snap, &soccr.RestoreOptions{Injector: injector{l, side}, Faults: l.Faults, PeerWindow: l.o.PeerWindow, LibsoccrMSS: l.o.LibsoccrMSS,
-			Log: func(f string, a ...any) { l.Note("soccr: "+f, a...) }})
+			Log: func(f string, a ...any) {
+				l.Note("soccr: "+f, a...)
+				if l.duringRestore != nil {
+					l.duringRestore(fmt.Sprintf(f, a...))
+				}
+			}})
 	}
 	l.Settle()
 	if err != nil {

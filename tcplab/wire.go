@@ -16,7 +16,7 @@ import (
 //   payload  the bytes at a sequence number are the bytes the application wrote at that offset
 //   fin      a FIN sits right after the last byte written (our FIN seq = ISN+1+written)
 //   ack      a side never acknowledges what the peer never sent, and never takes an ACK back
-//   acked    a side never resends data the peer acknowledged to it before (snd_una restored)
+//   acked    a side never resends a byte the peer acknowledged to it before (snd_una, snd_nxt restored)
 //   opts     TS on every segment iff negotiated; SACK blocks only if negotiated; no segment
 //            larger than the MSS the peer announced
 //   ts       TSval never goes back, and advances at most at the 1 kHz TCP clock (+ slack): a
@@ -84,12 +84,14 @@ func (l *Lab) wireOracles(p *Pkt, how, line string) {
 			w.sndMax, w.sndOK = p.SeqEnd(), true
 		}
 	}
-	// data the peer acknowledged before must not be sent again
-	if p.Len > 0 && w.ackInOK && !after(p.Seq+uint32(p.Len), w.ackIn) && p.Flags&SYN == 0 {
-		l.violation("acked", "#%d %s: resends bytes the peer acknowledged (ack %d delivered to %s)", p.N, line,
-			w.ackIn-l.isn[me], sideName[me])
+	// data the peer acknowledged before must not be sent again, not even one byte of it (a
+	// sender trims the acknowledged head of a segment before retransmitting it): a sender that
+	// found an acceptable ACK unacceptable (its snd_nxt restored too low) does
+	if p.Len > 0 && w.ackInOK && after(w.ackIn, p.Seq) && p.Flags&SYN == 0 {
+		l.violation("acked", "#%d %s: resends %d bytes the peer acknowledged (ack %d delivered to %s)", p.N, line,
+			min(int32(w.ackIn-p.Seq), int32(p.Len)), w.ackIn-l.isn[me], sideName[me])
 	}
-	if p.Flags&ACK != 0 {
+	if p.Flags&ACK != 0 && how != "lockdrop" { // the lock's victims never reach the peer (Q08: an in-repair ACK from the queue's start)
 		if pw.sndOK && after(p.Ack, pw.sndMax) {
 			l.violation("ack", "#%d %s: acknowledges %d bytes %s never sent", p.N, line, int32(p.Ack-pw.sndMax), sideName[peer])
 		}
@@ -169,11 +171,17 @@ func (w *wireSide) String() string {
 	return fmt.Sprintf("sndMax=%d ackMax=%d ackIn=%d ts=%v sack=%v mss=%d", w.sndMax, w.ackMax, w.ackIn, w.ts, w.sack, w.mss)
 }
 
-// Behavioural reports whether a failed case's errors include more than re-dump differences
-// (a re-dump uses the same soccr.Save: a bug in Save would be checked against itself).
+// NotBehavioural names the error kinds that judge no behaviour: a re-dump difference (the
+// re-dump uses the same soccr.Save: a bug in Save would be checked against itself), a check on
+// the dumped data alone ("snapshot"), and a refusal ("refused": Save or Restore returned an
+// error; what a user sees then is argued per mutant in bench/mutate's catalogue).
+var NotBehavioural = map[string]bool{"redump": true, "snapshot": true, "refused": true}
+
+// Behavioural reports whether a failed case's errors include a behavioural oracle: the wire
+// oracles, or the application's own view ("app": bytes read, EOF, socket state, a stall).
 func Behavioural(errs []string) bool {
 	for _, e := range errs {
-		if !strings.HasPrefix(e, "[redump]") {
+		if !NotBehavioural[Oracle(e)] {
 			return true
 		}
 	}
@@ -181,13 +189,13 @@ func Behavioural(errs []string) bool {
 }
 
 // Oracle names the check that produced an error: the oracle kind in brackets ("[payload]
-// ..."), or "case" for a case's own expectation (a Fatalf: wrong state, wrong bytes, a
-// restore that failed, a timeout).
+// ..."), or "app" for a case's own expectation on what the application sees (a Fatalf: wrong
+// bytes, no EOF, wrong state, a stall, a timeout).
 func Oracle(err string) string {
 	if strings.HasPrefix(err, "[") {
 		if i := strings.IndexByte(err, ']'); i > 0 {
 			return err[1:i]
 		}
 	}
-	return "case"
+	return "app"
 }

@@ -2,8 +2,12 @@
 // alone (a source rewrite passed to `go test -overlay`, so the module is never modified),
 // builds the tcplab test binary, runs the mutant's cases (stopping at the first case that
 // fails on a behavioural oracle), and prints the score, the oracle that caught each mutant and
-// the survivors. A failure made only of re-dump differences does not count as a kill: the
-// re-dump uses the same, possibly mutated, soccr.Save.
+// the survivors. Only behavioural oracles kill (wire oracles, or the application's view: bytes,
+// EOF, state, a stall): a failure made only of re-dump differences (the re-dump uses the same,
+// possibly mutated, soccr.Save), of checks on the dumped data, or of a refusal of Save/Restore
+// does not count, except a refusal for a mutant whose catalogue entry argues (Refusal) that it
+// is the bug's whole, user-visible effect. Each line says which case and oracle killed the
+// mutant and of which KIND (wire, app, refusal (argued)).
 //
 //	go run ./bench/mutate                 # the whole catalogue
 //	go run ./bench/mutate --fast          # the CI subset
@@ -34,9 +38,10 @@ type Outcome struct {
 	ID         string        `json:"id"`
 	Area       string        `json:"area"`
 	What       string        `json:"what"`
-	Status     string        `json:"status"` // killed, survived, redump-only, equivalent, stale, stillborn, error
+	Status     string        `json:"status"` // killed, survived, refusal-only, snapshot-only, redump-only, equivalent, stale, stillborn, error
 	CaughtBy   string        `json:"caught_by,omitempty"`
 	Oracle     string        `json:"oracle,omitempty"`
+	Kind       string        `json:"kind,omitempty"` // wire, app (behavioural) or "refusal (argued)"
 	Detail     string        `json:"detail,omitempty"`
 	Runs       int           `json:"case_runs"`
 	Duration   time.Duration `json:"duration_ns"`
@@ -135,38 +140,61 @@ func readResults(path string) []tcplab.Result {
 	return out
 }
 
-func classify(o *Outcome, rs []tcplab.Result) {
+// classify judges the results of one mutant: killed when a case failed on a behavioural
+// oracle (a wire oracle preferred over the application's view, which names the symptom
+// rather than the mechanism); a failure made only of refusals counts as a kill only for a
+// mutant whose catalogue entry argues that the refusal is what a user sees (Refusal), and
+// failures made only of re-dump differences or checks on the dumped data never count.
+func classify(o *Outcome, m *Mutant, rs []tcplab.Result) {
 	o.Runs = len(rs)
-	redump := ""
-	for _, r := range rs {
+	var refused, snapshot, redump *tcplab.Result
+	var refusedErr, snapshotErr string
+	for i := range rs {
+		r := &rs[i]
 		if r.Status != "fail" {
 			continue
 		}
-		// A wire oracle names the mechanism better than the case's own symptom: prefer it.
 		pick := ""
 		for _, e := range r.Errors {
 			switch k := tcplab.Oracle(e); {
 			case k == "redump":
-				if redump == "" {
-					redump = r.Name
+				if redump == nil {
+					redump = r
 				}
-			case k != "case" && (pick == "" || tcplab.Oracle(pick) == "case"):
-				pick = e
-			case pick == "":
+			case k == "refused":
+				if refused == nil {
+					refused, refusedErr = r, e
+				}
+			case k == "snapshot":
+				if snapshot == nil {
+					snapshot, snapshotErr = r, e
+				}
+			case pick == "" || (tcplab.Oracle(pick) == "app" && k != "app"):
 				pick = e
 			}
 		}
 		if pick != "" {
 			o.Status, o.CaughtBy, o.Oracle = "killed", r.Name, tcplab.Oracle(pick)
+			o.Kind = "wire"
+			if o.Oracle == "app" {
+				o.Kind = "app"
+			}
 			o.Detail = firstLine(pick)
 			return
 		}
 	}
-	if redump != "" {
-		o.Status, o.CaughtBy, o.Oracle = "redump-only", redump, "redump"
-		return
+	switch {
+	case refused != nil && m != nil && m.Refusal != "":
+		o.Status, o.CaughtBy, o.Oracle, o.Kind, o.Detail = "killed", refused.Name, "refused", "refusal (argued)", firstLine(refusedErr)
+	case refused != nil:
+		o.Status, o.CaughtBy, o.Oracle, o.Detail = "refusal-only", refused.Name, "refused", firstLine(refusedErr)
+	case snapshot != nil:
+		o.Status, o.CaughtBy, o.Oracle, o.Detail = "snapshot-only", snapshot.Name, "snapshot", firstLine(snapshotErr)
+	case redump != nil:
+		o.Status, o.CaughtBy, o.Oracle = "redump-only", redump.Name, "redump"
+	default:
+		o.Status = "survived"
 	}
-	o.Status = "survived"
 }
 
 func firstLine(s string) string {
@@ -194,10 +222,10 @@ func (c *Config) Mutate(ms []Mutant, progress func(Outcome)) []Outcome {
 			}
 		} else {
 			rs, err := c.run(bin, m.Cases, true)
-			classify(&o, rs)
+			classify(&o, m, rs)
 			if o.Status != "killed" && c.Full {
 				rs2, err2 := c.run(bin, "", true)
-				classify(&o, append(rs, rs2...))
+				classify(&o, m, append(rs, rs2...))
 				err = errors.Join(err, err2)
 			}
 			if err != nil && o.Status != "killed" {
@@ -217,14 +245,19 @@ func (c *Config) Mutate(ms []Mutant, progress func(Outcome)) []Outcome {
 	return out
 }
 
-// Score is killed / (all - equivalent - stale - stillborn).
-func Score(os []Outcome) (killed, counted int) {
+// Score is killed / (all - equivalent - stale - stillborn), where killed means killed by a
+// behavioural oracle (wire or application) or, for a mutant whose only possible effect is a
+// refusal, by that refusal as argued in the catalogue (refusals = those).
+func Score(os []Outcome) (killed, counted, refusals int) {
 	for _, o := range os {
 		switch o.Status {
 		case "equivalent", "stale", "stillborn":
 			continue
 		case "killed":
 			killed++
+			if o.Oracle == "refused" {
+				refusals++
+			}
 		}
 		counted++
 	}
@@ -299,18 +332,18 @@ func mainCode() int {
 		fmt.Fprintf(os.Stderr, "baseline: %d case runs pass in %v\n", len(rs), time.Since(t0).Round(time.Millisecond))
 	}
 	outs := c.Mutate(ms, func(o Outcome) {
-		fmt.Fprintf(os.Stderr, "%-22s %-11s %-6.1fs %s %s\n", o.ID, o.Status, o.Duration.Seconds(), o.CaughtBy, o.Oracle)
+		fmt.Fprintf(os.Stderr, "%-22s %-13s %-6.1fs %s %s %s\n", o.ID, o.Status, o.Duration.Seconds(), o.CaughtBy, o.Oracle, o.Kind)
 	})
-	k, n := Score(outs)
+	k, n, ref := Score(outs)
 	if *asJSON {
-		json.NewEncoder(os.Stdout).Encode(map[string]any{"outcomes": outs, "killed": k, "counted": n, "total_ns": time.Since(t0)})
+		json.NewEncoder(os.Stdout).Encode(map[string]any{"outcomes": outs, "killed": k, "counted": n, "argued_refusals": ref, "total_ns": time.Since(t0)})
 	} else {
 		Print(os.Stdout, outs)
-		fmt.Printf("\nscore: %d/%d non-equivalent mutants killed by a behavioural oracle (%.0f%%); %d mutants in %v\n",
-			k, n, 100*float64(k)/float64(max(n, 1)), len(outs), time.Since(t0).Round(time.Second))
+		fmt.Printf("\nscore: %d/%d non-equivalent mutants killed by a behavioural oracle (%.0f%%): %d on the wire or in the application, %d by a refusal argued to be the user-visible behaviour; %d mutants in %v\n",
+			k, n, 100*float64(k)/float64(max(n, 1)), k-ref, ref, len(outs), time.Since(t0).Round(time.Second))
 	}
 	for _, o := range outs {
-		if o.Status == "survived" || o.Status == "redump-only" || o.Status == "stale" || o.Status == "error" {
+		if o.Status != "killed" && o.Status != "equivalent" {
 			return 1
 		}
 	}
@@ -357,13 +390,13 @@ func Union(ms []Mutant) string {
 // Print writes the mutation table.
 func Print(f *os.File, outs []Outcome) {
 	w := tabwriter.NewWriter(f, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "MUTANT\tAREA\tSTATUS\tCAUGHT BY\tORACLE\tRUNS\tTIME\tDETAIL")
+	fmt.Fprintln(w, "MUTANT\tAREA\tSTATUS\tCAUGHT BY\tORACLE\tKIND\tRUNS\tTIME\tDETAIL")
 	for _, o := range outs {
 		d := o.Detail
 		if o.Status == "equivalent" {
 			d = "equivalent: " + o.Equivalent
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%.1fs\t%s\n", o.ID, o.Area, o.Status, o.CaughtBy, o.Oracle, o.Runs, o.Duration.Seconds(), d)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.1fs\t%s\n", o.ID, o.Area, o.Status, o.CaughtBy, o.Oracle, o.Kind, o.Runs, o.Duration.Seconds(), d)
 	}
 	w.Flush()
 }
