@@ -15,32 +15,46 @@ import (
 	"github.com/criukit/criukit/internal/testenv"
 )
 
-// pyForkTree is a python3 program, not one of ours: it fills 16 MiB, forks 3 children that only
-// wait, then rewrites every other page of the buffer (python touches its own heap pages too). On
-// SIGUSR1 every process writes the sha1 of its buffer to DIR/sum.PID.
+// pyForkTree is a python3 program, not one of ours: it fills 16 MiB, and a task of it (the root,
+// or with "middle" a child of the root) forks 3 children that only wait, then rewrites every other
+// page of the buffer (python touches its own heap pages too). On SIGUSR1 every process writes the
+// sha1 of its buffer to DIR/sum.PID. DIR/ready lists the pids, root first.
 const pyForkTree = `
 import os, sys, time, signal, hashlib
-d = sys.argv[1]
+d, shape = sys.argv[1], sys.argv[2]
 buf = bytearray(os.urandom(1 << 20)) * 16
 def report(*_):
     with open(f"{d}/sum.{os.getpid()}.tmp", "w") as f:
         f.write(hashlib.sha1(buf).hexdigest())
     os.rename(f"{d}/sum.{os.getpid()}.tmp", f"{d}/sum.{os.getpid()}")
 signal.signal(signal.SIGUSR1, report)
-kids = []
-for i in range(3):
-    pid = os.fork()
-    if pid == 0:
-        while True:
-            time.sleep(1)
-    kids.append(pid)
-for off in range(0, len(buf), 8192):
-    buf[off] = (buf[off] + 1) & 255
+def forever():
+    while True:
+        time.sleep(1)
+def fork_and_rewrite():
+    kids = []
+    for i in range(3):
+        pid = os.fork()
+        if pid == 0:
+            forever()
+        kids.append(pid)
+    for off in range(0, len(buf), 8192):
+        buf[off] = (buf[off] + 1) & 255
+    return kids
+pids = [os.getpid()]
+if shape == "middle":
+    r, w = os.pipe()
+    m = os.fork()
+    if m == 0:
+        os.write(w, " ".join(map(str, fork_and_rewrite())).encode())
+        forever()
+    pids += [m] + [int(p) for p in os.read(r, 1000).split()]
+else:
+    pids += fork_and_rewrite()
 with open(f"{d}/ready.tmp", "w") as f:
-    f.write(" ".join(map(str, [os.getpid()] + kids)))
+    f.write(" ".join(map(str, pids)))
 os.rename(f"{d}/ready.tmp", f"{d}/ready")
-while True:
-    time.sleep(1)
+forever()
 `
 
 // pySums asks every process of the tree for its buffer's sha1 (in pid order of pids).
@@ -70,8 +84,9 @@ func pySums(t *testing.T, dir string, pids []int) string {
 
 // TestLivePatchedCriuPython: a python3 fork tree whose parent rewrote every other page after the
 // fork (sibling sharing, patch 0003), dumped by the patched CRIU and restored by it and by stock
-// CRIU: the same checksums in all four processes after both restores, the patched restore as small
-// as the tree before the dump, the stock one with a private copy per child.
+// CRIU: the same checksums in all processes after both restores, the patched restore as small as
+// the tree before the dump, the stock one with a private copy per child. "middle": the rewriting
+// parent is itself a forked child (three levels).
 func TestLivePatchedCriuPython(t *testing.T) {
 	stock := stockCriu(t)
 	patched := patchedCriu(t)
@@ -79,12 +94,18 @@ func TestLivePatchedCriuPython(t *testing.T) {
 		testenv.Unavailable(t, "%s lacks criukit's COW patch 0003 (cow_siblings); rebuild it with scripts/build-criu", patched)
 	}
 	py := testenv.Command(t, "python3")
+	for _, shape := range []string{"root", "middle"} {
+		t.Run(shape, func(t *testing.T) { pyTree(t, py, shape, stock, patched) })
+	}
+}
+
+func pyTree(t *testing.T, py, shape, stock, patched string) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "tree.py")
 	if err := os.WriteFile(script, []byte(pyForkTree), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(py, script, dir)
+	cmd := exec.Command(py, script, dir, shape)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -118,6 +139,7 @@ func TestLivePatchedCriuPython(t *testing.T) {
 		Args: []string{"--network-lock", "skip"}}); err != nil {
 		t.Fatalf("dump with %s: %v", patched, err)
 	}
+	reapTree(pids) // the root's children are reparented to the test (harness: subreaper)
 	waitGone(t, pids)
 	_, sibPages, _ := imageHints(t, imgs)
 	if want := int64(3 * 8 << 20 / 4096); sibPages < want {
@@ -137,13 +159,14 @@ func TestLivePatchedCriuPython(t *testing.T) {
 			for _, p := range pids {
 				_ = syscall.Kill(p, syscall.SIGKILL)
 			}
+			reapTree(pids)
 			waitGone(t, pids)
 		}()
 		return pySums(t, dir, pids), treePss(pids)
 	}
 	sumPat, pssPat := restore(patched)
 	sumStk, pssStk := restore(stock)
-	t.Logf("python3 tree: ΣPss before %s, patched restore %s, stock restore %s", Human(pssBefore), Human(pssPat), Human(pssStk))
+	t.Logf("python3 tree (%s): ΣPss before %s, patched restore %s, stock restore %s", shape, Human(pssBefore), Human(pssPat), Human(pssStk))
 	if sumPat != before || sumStk != before {
 		t.Errorf("checksums differ\n before:          %s\n patched restore: %s\n stock restore:   %s", before, sumPat, sumStk)
 	}
