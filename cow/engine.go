@@ -260,7 +260,7 @@ func (w *procWriter) page(va uint64, flags uint32, first bool, buf []byte, hint 
 		w.setUsed(cand)
 		w.matches = append(w.matches, match{va: va, src: cand, lvl: lvl})
 		p.vas, p.locs = append(p.vas, va), append(p.locs, cand)
-		w.top.add(va, image.PEParent|flags&PECow, -1) // keep the patched CRIU's restore hint (docs/cow-criu.md)
+		w.top.add(va, image.PEParent|flags&(PECow|PESib), -1) // keep the patched CRIU's restore hints (docs/cow-criu.md)
 		w.st.Deduped++
 		w.st.Sources[d.procs[cand.proc].pid]++
 		if d.procs[cand.proc].keptVA[cand.idx] != va {

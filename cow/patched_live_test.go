@@ -130,6 +130,12 @@ func restoreWith(t *testing.T, criu string, p *harness.Proc, dir string) (string
 // imageCow counts pages flagged PE_COW in dir's pagemaps and VMAs that carry cow_src (VmaEntry field
 // 11, unknown to go-criu: read from the unknown fields).
 func imageCow(t *testing.T, dir string) (cowPages int64, cowSrc int) {
+	cowPages, _, cowSrc = imageHints(t, dir)
+	return
+}
+
+// imageHints is imageCow plus the pages flagged PE_SIB (patch 0003).
+func imageHints(t *testing.T, dir string) (cowPages, sibPages int64, cowSrc int) {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -147,6 +153,9 @@ func imageCow(t *testing.T, dir string) (cowPages int64, cowSrc int) {
 				pe := en.Msg.(*pagemap.PagemapEntry)
 				if image.PagemapFlags(pe)&PECow != 0 {
 					cowPages += int64(image.NrPages(pe))
+				}
+				if image.PagemapFlags(pe)&PESib != 0 {
+					sibPages += int64(image.NrPages(pe))
 				}
 			}
 		case strings.HasPrefix(n, "mm-"):
@@ -188,15 +197,23 @@ func countField(b []byte, num protowire.Number) int {
 }
 
 // TestLivePatchedCriu: CRIU with criukit's COW patches (scripts/build-criu) against stock CRIU on
-// forked trees: the patched dump records moved VMAs (cow_src) and PE_COW pages, its restore gives
-// back the tree's memory sharing (ΣPss as before the dump) where stock does not, checksums are
+// forked trees: the patched dump records moved VMAs (cow_src), PE_COW pages and the children's
+// version of pages the parent rewrote (PE_SIB), its restore gives back the tree's memory sharing
+// (ΣPss as before the dump) where stock does not, checksums (the parent's and every child's) are
 // equal after every restore, and images cross both ways (stock restores patched images, patched
 // restores stock and criukit-deduped images).
 func TestLivePatchedCriu(t *testing.T) {
 	stock := stockCriu(t)
 	patched := patchedCriu(t)
+	if !criurun.Cow(patched).Siblings {
+		testenv.Unavailable(t, "%s lacks criukit's COW patch 0003 (cow_siblings); rebuild it with scripts/build-criu", patched)
+	}
 	const mib, kids = 16, 3
-	for _, mode := range []string{workload.CowPlain, workload.CowMremap1, workload.CowMremapBig} {
+	for _, mode := range []string{workload.CowPlain, workload.CowMremap1, workload.CowMremapBig, workload.CowParentDiv50} {
+		// parentdiv50: the parent rewrote every other page after fork, so no run of 16 pages
+		// shares the parent's frames (no PE_COW) and nothing moved (no cow_src); the children's
+		// shared version is PE_SIB in the first child's pagemap.
+		sib := mode == workload.CowParentDiv50
 		t.Run(mode, func(t *testing.T) {
 			p := harness.Start(t, "cow", harness.WithArgs("-mib", fmt.Sprint(mib), "-children", fmt.Sprint(kids), "-mode", mode))
 			before := p.Check(t)
@@ -208,16 +225,23 @@ func TestLivePatchedCriu(t *testing.T) {
 			before2 := p2.Check(t)
 			dumpWith(t, patched, p2, pat)
 
-			cowPages, cowSrc := imageCow(t, pat)
-			t.Logf("%s: patched dump: %d PE_COW pages, %d VMAs with cow_src", mode, cowPages, cowSrc)
-			if want := int64(kids) * mib << 20 / 4096 * 9 / 10; cowPages < want {
+			cowPages, sibPages, cowSrc := imageHints(t, pat)
+			t.Logf("%s: patched dump: %d PE_COW pages, %d PE_SIB pages, %d VMAs with cow_src", mode, cowPages, sibPages, cowSrc)
+			if want := int64(kids) * mib << 20 / 4096 * 9 / 10; !sib && cowPages < want {
 				t.Errorf("patched dump marked %d pages PE_COW, want >= %d (children share %d MiB each)", cowPages, want, mib)
 			}
-			if mode != workload.CowPlain && cowSrc < 1 {
+			if mode != workload.CowPlain && !sib && cowSrc < 1 {
 				t.Errorf("patched dump of %s recorded no cow_src for the moved VMA", mode)
 			}
-			if c, s := imageCow(t, stk); c != 0 || s != 0 {
-				t.Errorf("stock dump has %d PE_COW pages and %d cow_src", c, s)
+			// PE_SIB in every child that has the children's version (the rewritten half, short
+			// gaps included), so that restore neither reads nor compares them
+			if half := int64(mib) << 20 / 4096 / 2; sib && (sibPages < kids*half || sibPages > kids*(2*half+256)) {
+				t.Errorf("patched dump of %s marked %d pages PE_SIB, want %d..%d (the rewritten half, gaps included, in each child)", mode, sibPages, kids*half, kids*2*half)
+			} else if !sib && sibPages > kids*256 {
+				t.Errorf("patched dump of %s marked %d pages PE_SIB, the parent rewrote nothing", mode, sibPages)
+			}
+			if c, sp, s := imageHints(t, stk); c != 0 || sp != 0 || s != 0 {
+				t.Errorf("stock dump has %d PE_COW pages, %d PE_SIB pages and %d cow_src", c, sp, s)
 			}
 
 			sumPat, pssPat := restoreWith(t, patched, p2, pat)
@@ -239,7 +263,8 @@ func TestLivePatchedCriu(t *testing.T) {
 				t.Errorf("patched restore: ΣPss %s, before the dump %s: sharing lost", Human(pssPat), Human(pssBefore))
 			}
 			if mode != workload.CowPlain {
-				// stock CRIU gives the moving child a private copy of the whole region
+				// stock CRIU gives the moving child a private copy of the whole region (parentdiv50:
+				// every child a private copy of the rewritten half)
 				if pssStkOfPat < pssPat+mib<<20/2 {
 					t.Errorf("stock restore of %s: ΣPss %s, patched %s: the test does not show the patch (want stock >= patched + %d MiB)",
 						mode, Human(pssStkOfPat), Human(pssPat), mib/2)
@@ -261,8 +286,10 @@ func TestLivePatchedCriu(t *testing.T) {
 			}
 			p3.Kill()
 			waitGone(t, tree3)
-			if c, _ := imageCow(t, psDir); c < int64(kids)*mib<<20/4096*9/10 {
+			if c, sp, _ := imageHints(t, psDir); !sib && c < int64(kids)*mib<<20/4096*9/10 {
 				t.Errorf("page-server dump by the patched CRIU: %d PE_COW pages left after dedup, want >= 90%% of %d MiB x %d", c, mib, kids)
+			} else if sib && sp < int64(mib)<<20/4096/2 {
+				t.Errorf("page-server dump by the patched CRIU: %d PE_SIB pages left after dedup, want >= %d", sp, mib<<20/4096/2)
 			}
 			sumPS, pssPS := restoreWith(t, patched, p3, psDir)
 			sumPSStock, _ := restoreWith(t, stock, p3, psDir)

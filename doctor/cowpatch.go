@@ -7,7 +7,7 @@ import (
 )
 
 // cowPatches reports whether the CRIU in use has criukit's COW patches (criu-patches/, built by
-// scripts/build-criu; docs/cow-criu.md), as two features answered by `criu check --feature`, and
+// scripts/build-criu; docs/cow-criu.md), as three features answered by `criu check --feature`, and
 // which CRIU `criukit dump --cow` and `criukit restore` will run.
 func (r *Report) cowPatches(o Options) {
 	if o.NoCriu || r.Criu == "" {
@@ -24,7 +24,10 @@ func (r *Report) cowPatches(o Options) {
 		Feature{Name: criurun.FeatureCowMovedVMAs, OK: f.MovedVMAs, Source: "criu check --feature " + criurun.FeatureCowMovedVMAs,
 			Detail: "criukit COW patch 1: VmaEntry.cow_src, sub-range inheritance", Needed: need},
 		Feature{Name: criurun.FeatureCowHints, OK: f.Hints, Source: "criu check --feature " + criurun.FeatureCowHints,
-			Detail: "criukit COW patch 2: PE_COW pages skipped on restore", Needed: "restore that skips reading pages shared with the parent"})
+			Detail: "criukit COW patch 2: PE_COW pages skipped on restore", Needed: "restore that skips reading pages shared with the parent"},
+		Feature{Name: criurun.FeatureCowSiblings, OK: f.Siblings, Source: "criu check --feature " + criurun.FeatureCowSiblings,
+			Detail: "criukit COW patch 3: PE_SIB, the children's shared version premapped before fork",
+			Needed: "forked trees whose parent rewrote memory its children still share to restore shared"})
 	if f.Any() {
 		r.add(Finding{ID: "criu-cow-patches", Severity: SevInfo, Where: r.Criu,
 			What: fmt.Sprintf("CRIU %s has criukit's COW patches (%s): restored trees share memory as before the dump", r.CriuVersion, f),

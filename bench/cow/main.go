@@ -170,7 +170,7 @@ func main() {
 				r.warmStock, r.warmPat, coldS, sums, cow.Human(r.pssDedupPat), dsums)
 		}
 		tw.Flush()
-		fmt.Println("patched: criu dump -R and criu restore by the patched CRIU (cow_src for moved VMAs, PE_COW hints); dumps timed like the others.")
+		fmt.Println("patched: criu dump -R and criu restore by the patched CRIU (cow_src for moved VMAs, PE_COW hints, PE_SIB sibling versions); dumps timed like the others.")
 	}
 	fmt.Printf("dump s: criu dump -R, stock vs criukit's dedup page server (criu --page-server --ps-socket, each page stored once as it arrives); fastest of %d each, alternating order.\n", reps)
 	fmt.Println("rewrite s: criukit cow dedup of the stock dump (content matching after the fact). Restores: stock dump vs page-server dump;")

@@ -26,8 +26,9 @@ Run 'criukit cow materialize DIR OUT' to get a stock directory for those.
 
 When CRIU with criukit's COW patches is installed (scripts/build-criu: /opt/criukit/criu-cow, or
 $CRIUKIT_CRIU_COW) and $CRIUKIT_CRIU is unset, that CRIU restores: children's memory stays shared
-with their parent even where they moved it (mremap), and pages the dump marked PE_COW are neither
-read nor compared. 'criukit doctor' says which CRIU has which patches.` + restoreGroupHelp,
+with their parent even where they moved it (mremap), children share the version of pages their
+parent rewrote after fork (PE_SIB), and pages the dump marked PE_COW are neither read nor compared.
+'criukit doctor' says which CRIU has which patches.` + restoreGroupHelp,
 	Example: `  criukit restore -D /tmp/imgs.cow -d --pidfile /tmp/pid
   criukit restore -D /tmp/imgs.cow --restore-detached -v4 -o restore.log
   # both ends of a connection, dumped separately and rewritten, into their new netns

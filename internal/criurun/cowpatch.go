@@ -21,16 +21,18 @@ const (
 const (
 	FeatureCowMovedVMAs = "cow_moved_vmas" // patch 1: COW kept for split, shrunk and mremap'ed VMAs
 	FeatureCowHints     = "cow_hints"      // patch 2: PE_COW pages are neither read nor compared on restore
+	FeatureCowSiblings  = "cow_siblings"   // patch 3: the children's shared version of pages the parent rewrote (PE_SIB)
 )
 
 // CowFeatures says which of criukit's COW patches a CRIU binary has.
 type CowFeatures struct {
 	MovedVMAs bool `json:"moved_vmas"`
 	Hints     bool `json:"hints"`
+	Siblings  bool `json:"siblings"`
 }
 
 // Any reports whether the binary has at least one of the patches.
-func (f CowFeatures) Any() bool { return f.MovedVMAs || f.Hints }
+func (f CowFeatures) Any() bool { return f.MovedVMAs || f.Hints || f.Siblings }
 
 func (f CowFeatures) String() string {
 	var s []string
@@ -39,6 +41,9 @@ func (f CowFeatures) String() string {
 	}
 	if f.Hints {
 		s = append(s, FeatureCowHints)
+	}
+	if f.Siblings {
+		s = append(s, FeatureCowSiblings)
 	}
 	if len(s) == 0 {
 		return "none"
@@ -56,7 +61,8 @@ func HasFeature(criu, name string) bool {
 
 // Cow asks criu which COW patches it has.
 func Cow(criu string) CowFeatures {
-	return CowFeatures{MovedVMAs: HasFeature(criu, FeatureCowMovedVMAs), Hints: HasFeature(criu, FeatureCowHints)}
+	return CowFeatures{MovedVMAs: HasFeature(criu, FeatureCowMovedVMAs), Hints: HasFeature(criu, FeatureCowHints),
+		Siblings: HasFeature(criu, FeatureCowSiblings)}
 }
 
 // FindCow returns the CRIU to use where the COW patches help: the one CRIUKIT_CRIU names if set

@@ -9,8 +9,8 @@ import (
 	"github.com/criukit/criukit/internal/testenv"
 )
 
-// TestCowFeatures: stock CRIU answers "Unknown feature" for both COW features, the build of
-// scripts/build-criu has both, and FindCow prefers it unless CRIUKIT_CRIU names a binary.
+// TestCowFeatures: stock CRIU answers "Unknown feature" for the COW features, the build of
+// scripts/build-criu has all three, and FindCow prefers it unless CRIUKIT_CRIU names a binary.
 func TestCowFeatures(t *testing.T) {
 	harness.Criu(t)
 	const stock = "/usr/local/sbin/criu"
@@ -23,8 +23,8 @@ func TestCowFeatures(t *testing.T) {
 		patched = criurun.CowDefaultBin
 	}
 	testenv.File(t, patched) // scripts/build-criu
-	if f := criurun.Cow(patched); !f.MovedVMAs || !f.Hints {
-		t.Fatalf("%s: features %s, want cow_moved_vmas and cow_hints (rebuild with scripts/build-criu)", patched, f)
+	if f := criurun.Cow(patched); !f.MovedVMAs || !f.Hints || !f.Siblings {
+		t.Fatalf("%s: features %s, want cow_moved_vmas, cow_hints and cow_siblings (rebuild with scripts/build-criu)", patched, f)
 	}
 
 	t.Setenv(criurun.EnvCriu, "")
