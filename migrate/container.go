@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/criukit/criukit/image"
+	"github.com/criukit/criukit/internal/outfile"
 )
 
 // A podman container as the source (Options.Container): every round is a real
@@ -354,55 +355,16 @@ func untarTree(r io.Reader, dir string) error {
 	}
 }
 
-// tarTree writes the tree under dir as an uncompressed tar at path (temp file + rename).
+// tarTree writes the tree under dir (directories and regular files only) as an uncompressed tar
+// at path, through the one output helper (temp file + rename).
 func tarTree(dir, path string) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(f)
-	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
+	return outfile.WriteMode(path, 0o600, func(w io.Writer) error {
+		tw := tar.NewWriter(w)
+		if err := tw.AddFS(os.DirFS(dir)); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
 		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		if !fi.IsDir() && !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s: not a regular file", p)
-		}
-		h, err := tar.FileInfoHeader(fi, "")
-		if err != nil {
-			return err
-		}
-		h.Name = filepath.ToSlash(rel)
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.IsDir() {
-			return nil
-		}
-		_, err = sendFile(tw, p)
-		return err
+		return tw.Close()
 	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }
 
 // flattenChain writes every pagemap of the images directory src (a round of a parent chain) into

@@ -18,6 +18,7 @@ import (
 
 	"github.com/criukit/criukit/cow"
 	"github.com/criukit/criukit/internal/criurun"
+	"github.com/criukit/criukit/internal/outfile"
 	"github.com/criukit/criukit/netrw"
 	"github.com/criukit/criukit/netrw/addrmap"
 )
@@ -350,20 +351,10 @@ func untar(r io.Reader, dir string) (int, error) {
 		if _, err := os.Lstat(final); err == nil {
 			return n, fmt.Errorf("image stream: %s exists", final)
 		}
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return n, err
-		}
-		_, err = io.Copy(f, tr)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, final)
-		}
-		if err != nil {
-			os.Remove(tmp)
+		if err := outfile.WriteMode(final, 0o600, func(w io.Writer) error {
+			_, err := io.Copy(w, tr)
+			return err
+		}); err != nil {
 			return n, fmt.Errorf("image stream: %s: %w", name, err)
 		}
 		n++
