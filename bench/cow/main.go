@@ -42,13 +42,13 @@ var (
 
 type row struct {
 	mode                      string
-	pssBefore                 int64
+	pssBefore                 mem
 	frames                    int
 	stockBytes, dedupBytes    int64
 	dumpS, dedupS             float64
 	warmStock, warmDedup      float64
 	coldStock, coldDedup      float64
-	pssStock, pssDedup        int64
+	pssStock, pssDedup        mem
 	sumsStock, sumsDedup, sum string
 	sumsRewrite               string
 	psDumpS                   float64
@@ -56,7 +56,7 @@ type row struct {
 	levels                    int
 	// patched CRIU: its own dump and restore, and its restore of the page-server dump
 	patDumpS, warmPat, coldPat float64
-	pssPat, pssDedupPat        int64
+	pssPat, pssDedupPat        mem
 	sumsPat, sumsDedupPat      string
 	err                        error
 }
@@ -139,16 +139,16 @@ func main() {
 			coldS = fmt.Sprintf("%.2f / %.2f (%.2fx)", r.coldStock, r.coldDedup, r.coldStock/r.coldDedup)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s / %s\t%.2fx\t%.3fx\t%d\t%.2f / %.2f (%.2fx)\t%.2f\t%.2f / %.2f\t%s\t%s / %s\t%s\t\n", r.mode,
-			cow.Human(r.pssBefore), cow.Human(int64(r.frames)*4096), cow.Human(r.stockBytes), cow.Human(r.psBytes), cow.Human(r.dedupBytes),
+			cow.Human(r.pssBefore.all), cow.Human(int64(r.frames)*4096), cow.Human(r.stockBytes), cow.Human(r.psBytes), cow.Human(r.dedupBytes),
 			float64(r.stockBytes)/float64(r.psBytes), float64(r.psBytes)/float64(int64(r.frames)*4096), r.levels,
-			r.dumpS, r.psDumpS, r.dumpS/r.psDumpS, r.dedupS, r.warmStock, r.warmDedup, coldS, cow.Human(r.pssStock), cow.Human(r.pssDedup), sums)
+			r.dumpS, r.psDumpS, r.dumpS/r.psDumpS, r.dedupS, r.warmStock, r.warmDedup, coldS, cow.Human(r.pssStock.all), cow.Human(r.pssDedup.all), sums)
 	}
 	tw.Flush()
 	if patched != "" {
 		fmt.Println()
 		fmt.Println("stock CRIU vs CRIU with criukit's COW patches (" + patched + "), same tree, plain dumps:")
 		tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "variant\tΣPss before\tΣPss after stock / patched\tpatched vs before\tdump s stock / patched\twarm restore s stock / patched\tcold restore s stock / patched\tchecksums\tstock page-server dump restored by patched: ΣPss, checksums\t")
+		fmt.Fprintln(tw, "variant\tΣPss before\tΣPss after stock / patched\tpatched vs before (ΣPss_Anon)\tdump s stock / patched\twarm restore s stock / patched\tcold restore s stock / patched\tchecksums\tstock page-server dump restored by patched: ΣPss, checksums\t")
 		for _, r := range rows {
 			if r.err != nil {
 				fmt.Fprintf(tw, "%s\tERROR: %v\t\n", r.mode, r.err)
@@ -165,9 +165,9 @@ func main() {
 			if r.coldPat > 0 {
 				coldS = fmt.Sprintf("%.2f / %.2f", r.coldStock, r.coldPat)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s / %s\t%+.1f%%\t%.2f / %.2f\t%.2f / %.2f\t%s\t%s\t%s, %s\t\n", r.mode, cow.Human(r.pssBefore),
-				cow.Human(r.pssStock), cow.Human(r.pssPat), 100*(float64(r.pssPat)/float64(r.pssBefore)-1), r.dumpS, r.patDumpS,
-				r.warmStock, r.warmPat, coldS, sums, cow.Human(r.pssDedupPat), dsums)
+			fmt.Fprintf(tw, "%s\t%s\t%s / %s\t%+.1f%% (anon %+.1f%%)\t%.2f / %.2f\t%.2f / %.2f\t%s\t%s\t%s, %s\t\n", r.mode, cow.Human(r.pssBefore.all),
+				cow.Human(r.pssStock.all), cow.Human(r.pssPat.all), 100*(float64(r.pssPat.all)/float64(r.pssBefore.all)-1), 100*(float64(r.pssPat.anon)/float64(r.pssBefore.anon)-1), r.dumpS, r.patDumpS,
+				r.warmStock, r.warmPat, coldS, sums, cow.Human(r.pssDedupPat.all), dsums)
 		}
 		tw.Flush()
 		fmt.Println("patched: criu dump -R and criu restore by the patched CRIU (cow_src for moved VMAs, PE_COW hints, PE_SIB sibling versions); dumps timed like the others.")
@@ -220,8 +220,12 @@ func check(pid int, dir string) (string, error) {
 	return "", errors.New("no check answer")
 }
 
-func pss(pids []int) int64 {
-	var sum int64
+// mem is a tree's summed Pss and its anonymous part (Pss_Anon): file pages of the binary and
+// libraries are faulted back in lazily after a restore, so ΣPss alone reads low right after it.
+type mem struct{ all, anon int64 }
+
+func pss(pids []int) mem {
+	var sum mem
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 		if err != nil {
@@ -229,10 +233,14 @@ func pss(pids []int) int64 {
 		}
 		for _, l := range strings.Split(string(b), "\n") {
 			f := strings.Fields(l)
-			if len(f) >= 2 && f[0] == "Pss:" {
+			if len(f) >= 2 && (f[0] == "Pss:" || f[0] == "Pss_Anon:") {
 				var kb int64
 				fmt.Sscan(f[1], &kb)
-				sum += kb << 10
+				if f[0] == "Pss:" {
+					sum.all += kb << 10
+				} else {
+					sum.anon += kb << 10
+				}
 			}
 		}
 	}
@@ -276,7 +284,7 @@ func dropCaches() error {
 }
 
 // restore restores dir, returns the restore wall time, the tree's Pss and checksums, and kills it.
-func restore(criu, dir, wdir string, coldToo bool) (warm, cold float64, p int64, sums string, err error) {
+func restore(criu, dir, wdir string, coldToo bool) (warm, cold float64, p mem, sums string, err error) {
 	once := func() (float64, []int, error) {
 		t0 := time.Now()
 		pid, err := criurun.Restore(context.Background(), criurun.Opts{Criu: criu, Verbosity: 2, ImagesDir: dir, LogFile: dir + ".restore.log", Args: []string{"--network-lock", "skip"}})
