@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	pagemap "github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/criukit/criukit/ckpt"
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/internal/outfile"
 )
@@ -187,39 +189,26 @@ func startContainerDump(ctx context.Context, o Options, dir string, r int, final
 // the next round's --prev-images-dir (criu tracking).
 func parentInventoryDir(roundDir string) string { return filepath.Join(roundDir, "parent-inventory") }
 
-// keepInventory copies checkpoint/inventory.img out of the round's podman archive.
+// keepInventory copies checkpoint/inventory.img out of the round's podman archive (read in place by
+// ckpt, written by the one output helper).
 func keepInventory(roundDir string) error {
-	f, err := os.Open(filepath.Join(roundDir, containerArchive))
+	c, err := ckpt.Open(filepath.Join(roundDir, containerArchive), ckpt.Options{})
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return fmt.Errorf("%s: no checkpoint/inventory.img", containerArchive)
-		}
-		if err != nil {
-			return err
-		}
-		if filepath.Clean(h.Name) != "checkpoint/inventory.img" || h.Typeflag != tar.TypeReg {
-			continue
-		}
-		d := parentInventoryDir(roundDir)
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
-		o, err := os.Create(filepath.Join(d, "inventory.img"))
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(o, tr)
-		if cerr := o.Close(); err == nil {
-			err = cerr
-		}
+	defer c.Close()
+	b, err := fs.ReadFile(c.Images(), "inventory.img")
+	if err != nil {
+		return fmt.Errorf("%s: %w", containerArchive, err)
+	}
+	d := parentInventoryDir(roundDir)
+	if err := os.MkdirAll(d, 0o700); err != nil {
 		return err
 	}
+	return outfile.WriteMode(filepath.Join(d, "inventory.img"), 0o600, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
 }
 
 // containerArchive is the archive podman exports in each round's local directory.
