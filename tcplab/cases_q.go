@@ -37,6 +37,26 @@ func (c *C) drain(s *Sock, n int) []byte {
 	return out
 }
 
+// restoreBehindHeldAcks holds B's ACKs while write runs on A, dumps A with sent and unsent data
+// (Q02, Q05), restores it and lets only B's last ACK through: the earlier ones are lost with the
+// dumped socket's network.
+func (c *C) restoreBehindHeldAcks(write func()) {
+	c.HoldDir(BtoA)
+	write()
+	acks := c.HeldIn(BtoA)
+	if len(acks) == 0 {
+		c.Fatalf("no ACK of B held")
+	}
+	snap := c.Checkpoint(c.A)
+	if snap.UnsqLen == 0 || snap.UnsqLen >= snap.OutqLen {
+		c.Snapf("dump outq %d unsq %d: want sent and unsent data", snap.OutqLen, snap.UnsqLen)
+	}
+	c.Hold(nil)
+	c.Restore(c.A, snap)
+	c.Drop(acks[:len(acks)-1]...)
+	c.Deliver(acks[len(acks)-1])
+}
+
 func init() {
 	register(
 		&Case{ID: "Q01", TraceVaries: true, Title: "FIN_WAIT1: sent data unacked (B's ACKs held), unsent data and the FIN queued behind it",
@@ -72,46 +92,15 @@ func init() {
 			Opts:   Options{Buf: 16384},
 			Run: func(c *C) {
 				c.Handshake()
-				c.HoldDir(BtoA)
-				n := c.A.Fill(4096)
-				acks := c.HeldIn(BtoA)
-				if len(acks) == 0 {
-					c.Fatalf("no ACK of B held")
-				}
-				snap := c.Checkpoint(c.A)
-				if snap.UnsqLen == 0 || snap.UnsqLen >= snap.OutqLen {
-					c.Snapf("dump outq %d unsq %d: want sent and unsent data", snap.OutqLen, snap.UnsqLen)
-				}
-				c.Hold(nil)
-				c.Restore(c.A, snap)
-				c.Drop(acks[:len(acks)-1]...)
-				c.Deliver(acks[len(acks)-1])
+				var n int
+				c.restoreBehindHeldAcks(func() { n = c.A.Fill(4096) })
 				c.drain(c.B, n)
 				c.bulk(c.A, 4000)
 			}},
 		&Case{ID: "Q03", TraceVaries: true, Title: "CLOSING with A's data unacked, dumped by CRIU's libsoccr, restored by soccr",
 			Expect: "soccr restores CRIU's dump of CLOSING: A' CLOSING, its data and FIN at their offsets, both end closed",
 			Opts:   Options{Timestamps: true, Engine: EngineLibsoccrSave},
-			Run: func(c *C) {
-				c.Handshake()
-				c.HoldAll()
-				c.Write(c.A, "crossing-data")
-				c.Must(c.A.Shutdown(), "A shutdown")
-				c.Must(c.B.Shutdown(), "B shutdown")
-				fb := c.NeedHeld(BtoA, 1)
-				fa := c.HeldIn(AtoB)
-				c.Deliver(fb...)
-				c.ExpectState(c.A, soccr.Closing)
-				snap := c.Checkpoint(c.A)
-				c.Drop(fa...)
-				c.Drop(c.HeldIn(AtoB)...)
-				c.Hold(nil)
-				c.Restore(c.A, snap)
-				c.ExpectState(c.A, soccr.Closing)
-				c.ReadAll(c.B, 13, 5*time.Second)
-				c.ExpectEOF(c.B)
-				c.ExpectEOF(c.A)
-			}},
+			Run:    closingCrossed},
 		&Case{ID: "Q04", TraceVaries: true, Title: "B fills the window A' advertises while A' reads nothing",
 			Expect: "A' holds every byte inside the window it advertised (its receive buffer is the dumped one): no in-window drop, no retransmission needed; then A' reads it all",
 			Run: func(c *C) {
@@ -127,21 +116,8 @@ func init() {
 			Expect: "the unsent tail waits for REPAIR_OFF (nothing leaves into the network lock while restoring); after B's last ACK it flows without a timer",
 			Run: func(c *C) {
 				c.Handshake()
-				c.HoldDir(BtoA)
 				data := pattern("cwnd-limited-", 40000)
-				c.Write(c.A, data)
-				acks := c.HeldIn(BtoA)
-				if len(acks) == 0 {
-					c.Fatalf("no ACK of B held")
-				}
-				snap := c.Checkpoint(c.A)
-				if snap.UnsqLen == 0 || snap.UnsqLen >= snap.OutqLen {
-					c.Snapf("dump outq %d unsq %d: want sent and unsent data", snap.OutqLen, snap.UnsqLen)
-				}
-				c.Hold(nil)
-				c.Restore(c.A, snap)
-				c.Drop(acks[:len(acks)-1]...)
-				c.Deliver(acks[len(acks)-1])
+				c.restoreBehindHeldAcks(func() { c.Write(c.A, data) })
 				if got := c.drain(c.B, len(data)); string(got) != data {
 					c.Fatalf("B read other bytes than A wrote")
 				}

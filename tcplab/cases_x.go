@@ -89,6 +89,29 @@ func (c *C) bulk(s *Sock, n int) {
 	}
 }
 
+// closingCrossed: both ends shut down with A's data and both FINs held; B's FIN reaches A (CLOSING),
+// A is dumped, its own data and FIN are lost and the restored A' must send them again (X11, Q03).
+func closingCrossed(c *C) {
+	c.Handshake()
+	c.HoldAll()
+	c.Write(c.A, "crossing-data")
+	c.Must(c.A.Shutdown(), "A shutdown")
+	c.Must(c.B.Shutdown(), "B shutdown")
+	fb := c.NeedHeld(BtoA, 1)
+	fa := c.HeldIn(AtoB)
+	c.Deliver(fb...)
+	c.ExpectState(c.A, soccr.Closing)
+	snap := c.Checkpoint(c.A)
+	c.Drop(fa...)
+	c.Drop(c.HeldIn(AtoB)...)
+	c.Hold(nil)
+	c.Restore(c.A, snap)
+	c.ExpectState(c.A, soccr.Closing)
+	c.ReadAll(c.B, 13, 5*time.Second)
+	c.ExpectEOF(c.B)
+	c.ExpectEOF(c.A)
+}
+
 func init() {
 	register(
 		&Case{ID: "X01", TraceVaries: true, Title: "asymmetric wscale: A's buffer 16 KiB, B's 1 MiB", Expect: "A' keeps both scales (snd != rcv): windows read per side, no data beyond a window, no retraction, full segments",
@@ -198,26 +221,7 @@ func init() {
 				c.ExpectEOF(c.B)
 			}},
 		&Case{ID: "X11", TraceVaries: true, Title: "CLOSING with A's data unacked", Expect: "A' CLOSING; retransmits its data with the FIN; both end closed",
-			Opts: Options{Timestamps: true}, Run: func(c *C) {
-				c.Handshake()
-				c.HoldAll()
-				c.Write(c.A, "crossing-data")
-				c.Must(c.A.Shutdown(), "A shutdown")
-				c.Must(c.B.Shutdown(), "B shutdown")
-				fb := c.NeedHeld(BtoA, 1)
-				fa := c.HeldIn(AtoB)
-				c.Deliver(fb...)
-				c.ExpectState(c.A, soccr.Closing)
-				snap := c.Checkpoint(c.A)
-				c.Drop(fa...)
-				c.Drop(c.HeldIn(AtoB)...)
-				c.Hold(nil)
-				c.Restore(c.A, snap)
-				c.ExpectState(c.A, soccr.Closing)
-				c.ReadAll(c.B, 13, 5*time.Second)
-				c.ExpectEOF(c.B)
-				c.ExpectEOF(c.A)
-			}},
+			Opts: Options{Timestamps: true}, Run: closingCrossed},
 		&Case{ID: "X13", Title: "one unread byte in A's receive queue", Expect: "A' returns exactly that byte (the smallest queue soccr must not skip)",
 			Run: func(c *C) {
 				c.Handshake()
