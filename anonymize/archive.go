@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"github.com/criukit/criukit/anonymize/pseudo"
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/internal/compress"
+	"github.com/criukit/criukit/internal/untar"
 )
 
 // ErrNotArchive: the input file is not a container checkpoint archive.
@@ -544,46 +546,14 @@ func extractArchive(in, dir string) (compress.Kind, error) {
 		return kind, fmt.Errorf("anonymize: %s: %w: %v", in, ErrNotArchive, err)
 	}
 	defer rd.Close()
-	tr := tar.NewReader(rd)
-	n := 0
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
+	// symlinks, hard links, devices: not part of checkpoint archives; left out (default deny)
+	n, err := untar.Extract(rd, dir, nil)
+	if err != nil {
+		var re *untar.ReadError
+		if errors.As(err, &re) {
+			return kind, fmt.Errorf("anonymize: %s (%s): %w: %v", in, kind, ErrNotArchive, re.Err)
 		}
-		if err != nil {
-			return kind, fmt.Errorf("anonymize: %s (%s): %w: %v", in, kind, ErrNotArchive, err)
-		}
-		n++
-		name := filepath.Clean(strings.TrimPrefix(h.Name, "./"))
-		if name == "." {
-			continue
-		}
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return kind, fmt.Errorf("anonymize: %s: member %q escapes the archive", in, h.Name)
-		}
-		p := filepath.Join(dir, name)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o700); err != nil {
-				return kind, err
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-				return kind, err
-			}
-			o, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-			if err != nil {
-				return kind, err
-			}
-			_, err = io.Copy(o, tr)
-			o.Close()
-			if err != nil {
-				return kind, err
-			}
-		default:
-			// symlinks, hard links, devices: not part of checkpoint archives; left out (default deny)
-		}
+		return kind, fmt.Errorf("anonymize: %s: %w", in, err)
 	}
 	if n == 0 {
 		return kind, fmt.Errorf("anonymize: %s: %w", in, ErrNotArchive)

@@ -22,6 +22,7 @@ import (
 	"github.com/criukit/criukit/ckpt"
 	"github.com/criukit/criukit/image"
 	"github.com/criukit/criukit/internal/outfile"
+	"github.com/criukit/criukit/internal/untar"
 )
 
 // A podman container as the source (Options.Container): every round is a real
@@ -296,52 +297,13 @@ func untarTree(r io.Reader, dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil
+	_, err := untar.Extract(r, dir, func(name string, h *tar.Header) error {
+		if h.Typeflag == tar.TypeSymlink && name == "checkpoint/parent" {
+			return nil // criu's link to --prev-images-dir (criu tracking); the chain is flattened
 		}
-		if err != nil {
-			return err
-		}
-		name := filepath.Clean(h.Name)
-		if name == "." {
-			continue
-		}
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return fmt.Errorf("refusing entry %q: outside the archive", h.Name)
-		}
-		p := filepath.Join(dir, name)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o700); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", h.Name, err)
-			}
-		case tar.TypeSymlink:
-			if name == "checkpoint/parent" {
-				continue // criu's link to --prev-images-dir (criu tracking); the chain is flattened
-			}
-			return fmt.Errorf("refusing symlink %q: podman checkpoint archives hold directories and regular files", h.Name)
-		default:
-			return fmt.Errorf("refusing entry %q (type %c): podman checkpoint archives hold directories and regular files", h.Name, h.Typeflag)
-		}
-	}
+		return fmt.Errorf("refusing entry %q (type %c): podman checkpoint archives hold directories and regular files", h.Name, h.Typeflag)
+	})
+	return err
 }
 
 // tarTree writes the tree under dir (directories and regular files only) as an uncompressed tar

@@ -193,7 +193,7 @@ func (rv *Receiver) do(ctx context.Context, req request, rw io.ReadWriter) (repl
 		}
 		return reply{Dir: dir, Stored: w.Stored, Parent: w.Parent}, nil
 	case "files":
-		n, err := untar(rw, dir)
+		n, err := untarFlat(rw, dir)
 		return reply{Files: n, Dir: dir}, err
 	case "container":
 		// the podman checkpoint archive of the last round (no pages: they came as round dir's chain)
@@ -327,9 +327,9 @@ func (rv *Receiver) startLazyPages(dir string) (*exec.Cmd, error) {
 	return nil, fmt.Errorf("criu lazy-pages: no socket %s after 10s (log %s)", sock, log)
 }
 
-// untar extracts regular files (flat names only) into dir: each written to a temp name and
+// untarFlat extracts regular files (flat names only) into dir: each written to a temp name and
 // renamed; existing files are never replaced.
-func untar(r io.Reader, dir string) (int, error) {
+func untarFlat(r io.Reader, dir string) (int, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}

@@ -157,7 +157,7 @@ func FuzzUntar(f *testing.F) {
 	f.Add(b.Bytes())
 	f.Fuzz(func(t *testing.T, in []byte) {
 		dir := t.TempDir()
-		_, _ = untar(bytes.NewReader(in), dir)
+		_, _ = untarFlat(bytes.NewReader(in), dir)
 		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
 			if !e.Type().IsRegular() {
