@@ -70,15 +70,9 @@ func Cow(criu string) CowFeatures {
 // has the patches, else Find's choice (stock, no patches).
 func FindCow() (path, version string, feat CowFeatures, err error) {
 	if os.Getenv(EnvCriu) == "" {
-		cand := os.Getenv(EnvCriuCow)
-		if cand == "" {
-			cand = CowDefaultBin
-		}
-		if _, serr := os.Stat(cand); serr == nil {
-			if v, verr := Version(cand); verr == nil && versionOK(v) {
-				if f := Cow(cand); f.Any() {
-					return cand, v, f, nil
-				}
+		if cand, v, ok := patchedBuild(); ok {
+			if f := Cow(cand); f.Any() {
+				return cand, v, f, nil
 			}
 		}
 	}
@@ -87,4 +81,26 @@ func FindCow() (path, version string, feat CowFeatures, err error) {
 		return "", "", CowFeatures{}, err
 	}
 	return path, version, Cow(path), nil
+}
+
+// patchedBuild returns scripts/build-criu's CRIU ($CRIUKIT_CRIU_COW, else CowDefaultBin) when it
+// exists and runs as CRIU >= 4.2 (whatever patches it has).
+func patchedBuild() (path, version string, ok bool) {
+	path = os.Getenv(EnvCriuCow)
+	if path == "" {
+		path = CowDefaultBin
+	}
+	return usable(path)
+}
+
+// usable returns path's CRIU version when path exists and runs as CRIU >= 4.2.
+func usable(path string) (_, version string, ok bool) {
+	if _, err := os.Stat(path); err != nil {
+		return path, "", false
+	}
+	v, err := Version(path)
+	if err != nil || !versionOK(v) {
+		return path, "", false
+	}
+	return path, v, true
 }

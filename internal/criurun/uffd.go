@@ -11,23 +11,14 @@ const FeatureTrackMemUffd = "track_mem_uffd"
 // feature), else the patched build ($CRIUKIT_CRIU_COW, else CowDefaultBin). ok is false when none
 // has it (stock CRIU); path is then empty.
 func FindTrackMemUffd() (path string, ok bool) {
-	cands := []string{os.Getenv(EnvCriu)}
-	if cands[0] == "" {
-		cands = []string{os.Getenv(EnvCriuCow), CowDefaultBin}
+	var usableOK bool
+	if c := os.Getenv(EnvCriu); c != "" {
+		path, _, usableOK = usable(c)
+	} else {
+		path, _, usableOK = patchedBuild()
 	}
-	for _, c := range cands {
-		if c == "" {
-			continue
-		}
-		if _, err := os.Stat(c); err != nil {
-			continue
-		}
-		if v, err := Version(c); err != nil || !versionOK(v) {
-			continue
-		}
-		if HasFeature(c, FeatureTrackMemUffd) {
-			return c, true
-		}
+	if usableOK && HasFeature(path, FeatureTrackMemUffd) {
+		return path, true
 	}
 	return "", false
 }
