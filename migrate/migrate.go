@@ -161,21 +161,18 @@ func Migrate(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer cleanup()
 	if o.Container != "" {
 		if err := o.checkContainer(ctx); err != nil {
-			cleanup()
 			return nil, err
 		}
 	}
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.Pid)); err != nil {
-		cleanup()
 		return nil, fmt.Errorf("migrate: no process %d", o.Pid)
 	}
-	defer cleanup()
 	t0 := time.Now()
 	res := &Result{}
 	if err := o.chooseTracking(); err != nil {
-		cleanup()
 		return nil, err
 	}
 	if o.Rounds > 1 {
