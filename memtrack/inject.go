@@ -38,10 +38,10 @@ func seize(tid int) (*injector, error) {
 	// PTRACE_O_SUSPEND_SECCOMP (as criu does for its parasite): a container's seccomp profile
 	// (podman's, docker's) refuses userfaultfd(); the injected syscalls must not be filtered.
 	// It needs CAP_SYS_ADMIN; without it the plain seize is tried.
-	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, unix.PTRACE_O_SUSPEND_SECCOMP, 0, 0); e == 0 {
-		// seized with seccomp suspended
-	} else if err := unix.PtraceSeize(tid); err != nil {
-		return nil, fmt.Errorf("%w: PTRACE_SEIZE pid %d (needs CAP_SYS_PTRACE; is it traced already, e.g. by criu or gdb?): %v", ErrInject, tid, err)
+	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, unix.PTRACE_O_SUSPEND_SECCOMP, 0, 0); e != 0 {
+		if err := unix.PtraceSeize(tid); err != nil {
+			return nil, fmt.Errorf("%w: PTRACE_SEIZE pid %d (needs CAP_SYS_PTRACE; is it traced already, e.g. by criu or gdb?): %v", ErrInject, tid, err)
+		}
 	}
 	in := &injector{tid: tid, insn: insn}
 	if err := unix.PtraceInterrupt(tid); err != nil {

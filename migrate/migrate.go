@@ -472,7 +472,8 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		// page session, still inside the freeze, after criu read the written-bits.
 		ct = &relayCriuTrack{parents: coverage{}}
 		ct.hasParent = func(dst uint64) bool {
-			return r > 0 && dst&0xff == pageproto.TypePid && tt.Continuous(r, int(dst>>8))
+			pid, ok := pageproto.PidOf(dst)
+			return r > 0 && ok && tt.Continuous(r, pid)
 		}
 		ct.onFlush = func(parents coverage) error {
 			tf := time.Now()
@@ -543,10 +544,8 @@ func dumpRound(ctx context.Context, o Options, work string, r int, final bool, p
 		return nil
 	}
 	keepDst := func(dst, va uint64) bool {
-		if keep == nil || dst&0xff != pageproto.TypePid {
-			return true
-		}
-		return keep(int(dst>>8), va)
+		pid, ok := pageproto.PidOf(dst)
+		return keep == nil || !ok || keep(pid, va)
 	}
 	type relayed struct {
 		cov coverage

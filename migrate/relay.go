@@ -254,8 +254,8 @@ type relayCriuTrack struct {
 }
 
 func dstName(dst uint64) string {
-	if dst&0xff == pageproto.TypePid {
-		return fmt.Sprintf("pid %d", dst>>8)
+	if pid, ok := pageproto.PidOf(dst); ok {
+		return fmt.Sprintf("pid %d", pid)
 	}
 	return fmt.Sprintf("dst %#x", dst)
 }

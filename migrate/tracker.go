@@ -196,14 +196,15 @@ func (tt *TreeTracker) CheckParents(round int, parents coverage) error {
 	keep := tt.keeper(round)
 	ps := uint64(os.Getpagesize())
 	for dst, spans := range parents {
-		if dst&0xff != pageproto.TypePid {
+		pid, ok := pageproto.PidOf(dst)
+		if !ok {
 			return fmt.Errorf("%w: criu sent %s pages as PE_PARENT", ErrCriuTrack, dstName(dst))
 		}
 		for _, s := range spans {
 			for va := s.start; va < s.end; va += ps {
-				if keep(int(dst>>8), va) {
+				if keep(pid, va) {
 					return fmt.Errorf("%w: criu sent page %#x of pid %d as unchanged (PE_PARENT), but the trackers saw it written or did not track it across round %d",
-						ErrCriuTrack, va, dst>>8, round)
+						ErrCriuTrack, va, pid, round)
 				}
 			}
 		}

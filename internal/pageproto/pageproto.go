@@ -42,6 +42,9 @@ func (h Header) Type() uint64 { return h.DstID & 0xff }
 // ID is the pid (or shmem id) of dst_id.
 func (h Header) ID() uint64 { return h.DstID >> 8 }
 
+// PidOf returns the pid of a dst_id of kind TypePid; ok is false for other kinds (shmem).
+func PidOf(dst uint64) (pid int, ok bool) { return int(dst >> 8), dst&0xff == TypePid }
+
 // RawCmd is the cmd word as sent: command and flags.
 func (h Header) RawCmd() uint32 { return h.Cmd | h.Flags<<16 }
 
