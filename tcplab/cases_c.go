@@ -52,6 +52,34 @@ func (c *C) pumpWhile(f func() error) error {
 
 func pidGone(pid int) bool { return unix.Kill(pid, 0) != nil }
 
+// criuDumpRestore runs criu dump --tcp-established of pid inside A's netns (no packet may leave A
+// while it runs), reap (the dumped task must be gone before its pid is restored), then between
+// (A's network locked, the task gone: drop or hold packets), then criu restore; it returns the
+// restored pid. dumped is the trace event after the dump.
+func (c *C) criuDumpRestore(criu string, pid int, imgs string, reap func(), dumped string, between func()) int {
+	o := criurun.Opts{Criu: criu, ImagesDir: imgs, Netns: c.nsPath(A), Args: []string{"--tcp-established"}}
+	n0 := len(c.Trace())
+	c.Must(c.pumpWhile(func() error { return criurun.Dump(context.Background(), pid, o) }), "criu dump")
+	reap()
+	for _, l := range c.Trace()[n0:] {
+		if strings.HasPrefix(l, "A>B") {
+			c.Fatalf("a packet left A during the dump: %s", l)
+		}
+	}
+	c.Event("%s", dumped)
+	if between != nil {
+		between()
+	}
+	var rpid int
+	c.Must(c.pumpWhile(func() error {
+		var err error
+		rpid, err = criurun.Restore(context.Background(), o)
+		return err
+	}), "criu restore")
+	c.Event("criu restore done")
+	return rpid
+}
+
 func init() {
 	register(
 		&Case{ID: "C01", TraceVaries: true, Title: "CRIU dumps and restores a python3 echo client while B's data is in flight",
@@ -103,24 +131,8 @@ func init() {
 				dir, err := os.MkdirTemp("", "criukit-tcplab-c01-")
 				c.Must(err, "images dir")
 				defer os.RemoveAll(dir)
-				o := criurun.Opts{Criu: criu, ImagesDir: filepath.Join(dir, "img"), Netns: c.nsPath(A),
-					Args: []string{"--tcp-established"}}
-				n0 := len(c.Trace())
-				c.Must(c.pumpWhile(func() error { return criurun.Dump(context.Background(), pid, o) }), "criu dump")
-				cmd.Wait() // CRIU killed it: reap before restoring its pid
-				for _, l := range c.Trace()[n0:] {
-					if strings.HasPrefix(l, "A>B") {
-						c.Fatalf("a packet left A during the dump: %s", l)
-					}
-				}
-				c.Event("criu dump done")
-				var rpid int
-				c.Must(c.pumpWhile(func() error {
-					var err error
-					rpid, err = criurun.Restore(context.Background(), criurun.Opts{Criu: criu, ImagesDir: o.ImagesDir, Netns: c.nsPath(A),
-						Args: []string{"--tcp-established"}})
-					return err
-				}), "criu restore")
+				// CRIU kills the client: reap it before restoring its pid
+				rpid := c.criuDumpRestore(criu, pid, filepath.Join(dir, "img"), func() { cmd.Wait() }, "criu dump done", nil)
 				defer func() {
 					if rpid > 0 {
 						unix.Kill(rpid, unix.SIGKILL)
@@ -129,7 +141,6 @@ func init() {
 						}
 					}
 				}()
-				c.Event("criu restore done")
 				c.Hold(nil)
 				c.Deliver(held...)
 				got = c.ReadAll(c.B, len("IN-FLIGHT "), 5*time.Second)

@@ -1,7 +1,6 @@
 package tcplab
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -165,28 +164,13 @@ func (cl *criuLoop) dumpRestore(state soccr.State, between func()) {
 	if st, err := tcpStateOfPeer(c); err == nil && st != state {
 		c.Fatalf("A's socket is %v before the dump, want %v", st, state)
 	}
-	o := criurun.Opts{Criu: cl.criu, ImagesDir: cl.imgs, Netns: c.nsPath(A), Args: []string{"--tcp-established"}}
-	n0 := len(c.Trace())
-	c.Must(c.pumpWhile(func() error { return criurun.Dump(context.Background(), cl.pid, o) }), "criu dump")
-	cl.cmd.Wait() // reap before restoring its pid (E9)
-	for i := 0; i < 500 && !pidGone(cl.pid); i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-	for _, l := range c.Trace()[n0:] {
-		if strings.HasPrefix(l, "A>B") {
-			c.Fatalf("a packet left A during the dump: %s", l)
+	reap := func() { // before restoring its pid (E9)
+		cl.cmd.Wait()
+		for i := 0; i < 500 && !pidGone(cl.pid); i++ {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	c.Event("criu dump done (%v)", state)
-	if between != nil {
-		between()
-	}
-	c.Must(c.pumpWhile(func() error {
-		var err error
-		cl.rpid, err = criurun.Restore(context.Background(), criurun.Opts{Criu: cl.criu, ImagesDir: cl.imgs, Netns: c.nsPath(A), Args: []string{"--tcp-established"}})
-		return err
-	}), "criu restore")
-	c.Event("criu restore done")
+	cl.rpid = c.criuDumpRestore(cl.criu, cl.pid, cl.imgs, reap, fmt.Sprintf("criu dump done (%v)", state), between)
 	if os.Getenv("TCPLAB_KEEP_IMAGES") != "" {
 		out, _ := exec.Command("nsenter", "--net="+c.nsPath(A), "--", "ss", "-tinme").CombinedOutput()
 		c.Note("ss after restore: %s", out)
